@@ -1,0 +1,31 @@
+"""The one exception family for user mistakes.
+
+Every error a user can cause (bad model file, unsupported op, bad pipeline string,
+wrong feed, ...) is a `QuantirError` whose message names the place and the fix.
+The command-line tools print it on one line and exit non-zero; anything else that
+escapes is a bug in quantir and keeps its traceback.
+"""
+
+
+class QuantirError(Exception):
+    """A user-facing error: one line naming the place and what to do."""
+
+
+class ModelError(QuantirError):
+    """The input model cannot be read or imported."""
+
+
+class UnsupportedOpError(ModelError):
+    """The model uses operators quantir does not import."""
+
+
+class ShapeError(ModelError):
+    """A shape is dynamic and cannot be resolved, or shapes do not agree."""
+
+
+class FeedError(QuantirError):
+    """A run was given inputs with a wrong name, shape or dtype."""
+
+
+class PipelineError(QuantirError):
+    """A pass pipeline string or pass option is malformed."""
