@@ -46,6 +46,8 @@ from xdsl.irdl import (
     var_operand_def,
     var_result_def,
 )
+from xdsl.parser import Parser
+from xdsl.printer import Printer
 from xdsl.traits import ConstantLike, Pure
 from xdsl.utils.exceptions import VerifyException
 
@@ -271,7 +273,23 @@ class ConstantOp(NNOperation):
     value = prop_def(DenseIntOrFPElementsAttr | DenseResourceAttr)
     output = result_def(TensorType)
     traits = traits_def(Pure(), ConstantLike())
-    assembly_format = "attr-dict `:` type($output)"
+    assembly_format = None
+
+    # Text: `nn.constant dense<...> : tensor<...> {onnx_name = "w"}` (type printed once).
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_attribute(self.value)
+        printer.print_string(" ")
+        printer.print_attr_dict({"onnx_name": self.onnx_name})
+
+    @classmethod
+    def parse(cls, parser: Parser) -> ConstantOp:
+        value = parser.parse_attribute()
+        if not isinstance(value, DenseIntOrFPElementsAttr | DenseResourceAttr):
+            parser.raise_error("nn.constant expects a dense or dense_resource value")
+        attrs = parser.parse_optional_attr_dict()
+        properties = {"value": value, **attrs}
+        return cls.create(result_types=[value.type], properties=properties)
 
     @classmethod
     def infer(cls, operand_types, props):
@@ -835,7 +853,11 @@ class SplitOp(NNOperation):
 
 @irdl_op_definition
 class SliceOp(NNOperation):
-    """x[starts[i]:ends[i]:steps[i]] on every axis; bounds are clamped and explicit."""
+    """x[starts[i]:ends[i]:steps[i]] on every axis, bounds clamped and explicit.
+
+    The bounds are those of Python's `range`: with a negative step an end of -1 means
+    "through index 0" (not "the last element" as in a numpy slice).
+    """
 
     name = "nn.slice"
     input = operand_def(TensorType)

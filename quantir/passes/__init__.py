@@ -1,0 +1,56 @@
+"""Pass registry and pipelines.
+
+Every quantir pass is an xDSL `ModulePass` in its own module here, with a kebab-case
+name and typed options, usable from Python (`quantir.compile(module, "a,b{x=1}")`)
+and from `quantir-opt -p`. A few generic xDSL passes are registered too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass, PassPipeline, PassPipelineCallbackType
+
+from quantir.errors import PipelineError
+
+
+def _fold_constants() -> type[ModulePass]:
+    from quantir.passes.fold_constants import FoldConstantsPass
+
+    return FoldConstantsPass
+
+
+def available_passes() -> dict[str, Callable[[], type[ModulePass]]]:
+    """Pass name -> factory of its class (factories keep imports lazy for fast CLIs)."""
+    from xdsl.transforms import get_all_passes
+
+    generic = get_all_passes()
+    passes: dict[str, Callable[[], type[ModulePass]]] = {
+        name: generic[name] for name in ("canonicalize", "cse", "dce")}
+    passes["fold-constants"] = _fold_constants
+    return passes
+
+
+def parse_pipeline(spec: str, callback: PassPipelineCallbackType | None = None) -> PassPipeline:
+    """A pipeline from `a,b{opt=1}`; a malformed spec raises PipelineError (one line)."""
+    available = available_passes()
+    try:
+        return PassPipeline.parse_spec(available, spec, callback)
+    except Exception as error:  # xDSL raises ValueError, ArgSpecParseError, TypeError ...
+        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+        detail = lines[-1] if lines else type(error).__name__
+        if "Unrecognized passes" in detail:
+            detail += f"; available passes: {', '.join(sorted(available))}"
+        raise PipelineError(f"bad pass pipeline '{spec}': {detail}") from error
+
+
+def compile(module: ModuleOp, pipeline: str) -> ModuleOp:  # noqa: A001 - the public name
+    """Run a pipeline on a module in place (verifying after each pass) and return it."""
+    from quantir.ir import quantir_context
+
+    def verify(_previous: ModulePass | None, op: ModuleOp, _next: ModulePass | None) -> None:
+        op.verify()
+
+    parse_pipeline(pipeline, verify).apply(quantir_context(), module)
+    return module

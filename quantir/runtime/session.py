@@ -1,0 +1,77 @@
+"""`quantir.Session`: run an ONNX file, a `.mlir` file or a module on numpy inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp
+
+from quantir.errors import FeedError, ModelError
+from quantir.frontend.onnx_import import graph_names, import_onnx
+from quantir.ir import dtype_of, load_module, shape_of
+from quantir.runtime.executor import Observer, Program, main_function
+
+
+def load_any(source: str | Path | ModuleOp,
+             input_shapes: Mapping[str, Sequence[int]] | None = None) -> ModuleOp:
+    """A module from an `.onnx` path, an `.mlir` path, or a module as is."""
+    if isinstance(source, ModuleOp):
+        return source
+    path = Path(source)
+    if path.suffix == ".onnx":
+        return import_onnx(path, input_shapes)
+    if path.suffix == ".mlir":
+        return load_module(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such file")
+    raise ModelError(f"{path}: unknown model format; give an .onnx or .mlir file")
+
+
+class Session:
+    """Runs the module's `@main` with the numpy kernels.
+
+    `run(feeds, observer=...)` hands every computed value to the observer as
+    `observer(ssa_value, array)` (arguments first, then each op's results in order).
+    """
+
+    def __init__(self, source: str | Path | ModuleOp,
+                 input_shapes: Mapping[str, Sequence[int]] | None = None):
+        self.module = load_any(source, input_shapes)
+        function = main_function(self.module)
+        self.input_names, self.output_names = graph_names(function)
+        self.input_shapes = [shape_of(t) for t in function.function_type.inputs]
+        self.input_dtypes = [dtype_of(t.element_type)  # type: ignore[attr-defined]
+                             for t in function.function_type.inputs]
+        self.program = Program(function)
+
+    def run(self, feeds: Mapping[str, np.ndarray],
+            observer: Observer | None = None) -> dict[str, np.ndarray]:
+        inputs = self._check_feeds(feeds)
+        outputs = self.program.run(inputs, observer)
+        return dict(zip(self.output_names, outputs, strict=True))
+
+    def _check_feeds(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        unknown = sorted(set(feeds) - set(self.input_names))
+        if unknown:
+            raise FeedError(f"unknown input {', '.join(map(repr, unknown))}; "
+                            f"the model's inputs are {', '.join(map(repr, self.input_names))}")
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise FeedError(f"missing input {', '.join(map(repr, missing))}; "
+                            f"the model's inputs are {', '.join(map(repr, self.input_names))}")
+        arrays = []
+        for name, shape, dtype in zip(self.input_names, self.input_shapes, self.input_dtypes,
+                                      strict=True):
+            array = np.asarray(feeds[name])
+            if array.dtype != dtype:
+                raise FeedError(f"input '{name}' has dtype {array.dtype}, the model expects "
+                                f"{dtype}; convert it with .astype(np.{dtype})")
+            if tuple(array.shape) != tuple(shape):
+                raise FeedError(f"input '{name}' has shape {list(array.shape)}, the model "
+                                f"expects {list(shape)}; import the model with "
+                                f"input_shapes / --input-shape {name}="
+                                f"{','.join(map(str, array.shape))} to change it")
+            arrays.append(array)
+        return arrays

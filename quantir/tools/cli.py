@@ -1,0 +1,138 @@
+"""`quantir`: the user-facing command line.
+
+    quantir run MODEL --input NAME=FILE.npy ... -o OUTDIR
+        runs an .onnx or .mlir model and writes OUTDIR/<output name>.npy per output
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from quantir.errors import FeedError, QuantirError
+from quantir.tools.common import fail, parse_shape_args, wants_debug
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from quantir import __version__
+
+    parser = argparse.ArgumentParser(prog="quantir", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"quantir {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a model on .npy inputs")
+    run.add_argument("model", help="an .onnx model or a .mlir module")
+    run.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy",
+                     help="an input array; a single-input model may take just FILE.npy")
+    run.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
+                     help="fix an ONNX input's dynamic dimensions (default batch 1)")
+    run.add_argument("-o", "--output-dir", required=True, help="directory for the outputs")
+    run.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    run.set_defaults(handler=command_run)
+    return parser
+
+
+def command_run(args: argparse.Namespace) -> None:
+    from quantir.runtime.session import Session
+
+    shapes = parse_shape_args(args.input_shape)
+    given = _parse_inputs(args.input)
+    if shapes == {} and args.model.endswith(".onnx"):
+        # Size the dynamic dimensions from the arrays the user gave.
+        shapes = _shapes_from_inputs(args.model, given)
+    session = Session(args.model, shapes or None)
+    feeds = _bind_inputs(session.input_names, given)
+    outputs = session.run(feeds)
+    write_outputs(Path(args.output_dir), outputs)
+    for name, array in outputs.items():
+        print(f"{name}: {array.dtype} {list(array.shape)} -> "
+              f"{Path(args.output_dir) / output_file_name(name)}")
+
+
+def _parse_inputs(items: Sequence[str]) -> dict[str | None, np.ndarray]:
+    arrays: dict[str | None, np.ndarray] = {}
+    for item in items:
+        name, sep, path = item.rpartition("=")
+        key = name if sep else None
+        arrays[key] = load_npy(Path(path))
+    if not arrays:
+        raise FeedError("no input given; pass --input NAME=FILE.npy (or --input FILE.npy for a "
+                        "single-input model)")
+    if None in arrays and len(arrays) > 1:
+        raise FeedError("give every input as NAME=FILE.npy when there are several")
+    return arrays
+
+
+def load_npy(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise FeedError(f"{path}: no such file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise FeedError(f"{path}: not a readable .npy array ({error})") from error
+
+
+def _shapes_from_inputs(model: str, given: dict[str | None, np.ndarray]) -> dict[str, list[int]]:
+    from quantir.frontend.onnx_import import load_onnx
+
+    graph = load_onnx(model).graph
+    initializers = {init.name for init in graph.initializer}
+    names = [i.name for i in graph.input if i.name not in initializers]
+    if None in given and len(names) == 1:
+        return {names[0]: list(given[None].shape)}
+    return {name: list(array.shape) for name, array in given.items() if name in names}
+
+
+def _bind_inputs(names: Sequence[str], given: dict[str | None, np.ndarray]) \
+        -> dict[str, np.ndarray]:
+    if None in given:
+        if len(names) != 1:
+            raise FeedError(f"the model has {len(names)} inputs ({', '.join(names)}); "
+                            "give each as --input NAME=FILE.npy")
+        return {names[0]: given[None]}
+    return {name: array for name, array in given.items() if name is not None}
+
+
+def output_file_name(name: str) -> str:
+    """A file name for an output (ONNX names may contain '/' or ':')."""
+    return re.sub(r"[^\w.\-]", "_", name) + ".npy"
+
+
+def write_outputs(directory: Path, outputs: dict[str, np.ndarray]) -> None:
+    """Write every output, or nothing: files appear only once all are written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    staged = []
+    try:
+        for name, array in outputs.items():
+            final = directory / output_file_name(name)
+            temporary = final.with_name(f".{final.name}.tmp")
+            with open(temporary, "wb") as stream:
+                np.save(stream, array)
+            staged.append((temporary, final))
+        for temporary, final in staged:
+            temporary.replace(final)
+    finally:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    try:
+        args.handler(args)
+    except (QuantirError, OSError, Exception) as error:  # noqa: BLE001 - one line each
+        return fail("quantir", error, wants_debug(args_list))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Float outputs of quantir.Session match onnxruntime on every test model.
+
+Metric: max |quantir - onnxruntime| / max |onnxruntime| <= 1e-4 on each output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import quantir
+from tests.conftest import DATA, PRETRAINED, light_models, pretrained_path, random_feeds
+
+TOLERANCE = 1e-4
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    scale = max(float(np.max(np.abs(expected))), 1e-12)
+    return float(np.max(np.abs(actual.astype(np.float64) - expected))) / scale
+
+
+def onnxruntime_outputs(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds), strict=True))
+
+
+def assert_matches(path: Path, feeds: dict[str, np.ndarray],
+                   input_shapes: dict[str, list[int]] | None = None) -> None:
+    session = quantir.Session(path, input_shapes)
+    ours = session.run(feeds)
+    reference = onnxruntime_outputs(path, feeds)
+    assert list(ours) == list(reference)
+    for name, expected in reference.items():
+        assert ours[name].shape == expected.shape, name
+        assert ours[name].dtype == expected.dtype, name
+        if expected.dtype.kind == "f":
+            error = relative_error(ours[name], expected)
+            assert error <= TOLERANCE, f"{name}: relative error {error:.2e}"
+        else:
+            np.testing.assert_array_equal(ours[name], expected)
+
+
+@pytest.mark.parametrize("model", ["digits_cnn", "tiny_vit"])
+def test_digits_models(model: str) -> None:
+    inputs = np.load(DATA / "digits_test.npz")["input"][:64]
+    assert_matches(DATA / f"{model}.onnx", {"input": inputs}, {"input": list(inputs.shape)})
+
+
+@pytest.mark.parametrize("model", ["digits_cnn", "tiny_vit"])
+def test_digits_models_default_batch_one(model: str) -> None:
+    inputs = np.load(DATA / "digits_sample.npy")[:1]
+    assert_matches(DATA / f"{model}.onnx", {"input": inputs})
+
+
+@pytest.mark.pretrained
+@pytest.mark.parametrize("name", sorted(PRETRAINED))
+def test_pretrained(name: str) -> None:
+    model = PRETRAINED[name]
+    path = pretrained_path(name)
+    session = quantir.Session(path, model.input_shapes)
+    dtypes = dict(zip(session.input_names, session.input_dtypes, strict=True))
+    feeds = random_feeds(model.input_shapes, dtypes)
+    assert_matches(path, feeds, model.input_shapes)
+
+
+@pytest.mark.parametrize("path", light_models(), ids=lambda p: p.stem)
+def test_light_models(path: Path) -> None:
+    """The onnx package's light models: placeholder weights, real graphs (opset 9)."""
+    module = quantir.import_onnx(path)
+    module.verify()
+    session = quantir.Session(module)
+    (name,) = session.input_names
+    feeds = random_feeds({name: list(session.input_shapes[0])}, {name: session.input_dtypes[0]})
+    assert_matches(path, feeds)
