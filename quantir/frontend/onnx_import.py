@@ -59,7 +59,7 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
                          "check that the file is complete and really an .onnx file")
     try:
         onnx.load_external_data_for_model(model, str(path.parent))
-    except (OSError, ValueError) as error:
+    except Exception as error:  # OSError, ValueError, onnx's ValidationError
         raise ModelError(f"{path}: cannot load external weight data ({_short(error)}); "
                          "keep the data files next to the model") from error
     return model

@@ -44,7 +44,7 @@ class FoldConstantsPass(ModulePass):
             assert block is not None
             block.insert_ops_before(constants, candidate)
             for result, constant in zip(candidate.results, constants, strict=True):
-                result.replace_by(constant.results[0])
+                result.replace_all_uses_with(constant.results[0])
             block.erase_op(candidate)
             for owner in set(owners):
                 if owner.parent is not None and not any(r.uses for r in owner.results):

@@ -912,6 +912,10 @@ def _build_resize(op: IRDLOperation) -> _Fn:
     steps: list[Callable[[np.ndarray], np.ndarray]] = []
     for axis in range(rank):
         in_len, out_len = x_shape[axis], sizes[axis]
+        if scales[axis] == 1 and out_len == in_len:
+            # onnxruntime copies unscaled axes whatever the transform (tf_half_pixel_for_nn
+            # and ceil rounding would otherwise shift them by one).
+            continue
         coords = _resize_source(out_len, in_len, scales[axis], transform)
         if mode == "nearest":
             index = _nearest_index(coords, in_len, rounding)

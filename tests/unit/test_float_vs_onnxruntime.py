@@ -78,3 +78,57 @@ def test_light_models(path: Path) -> None:
     (name,) = session.input_names
     feeds = random_feeds({name: list(session.input_shapes[0])}, {name: session.input_dtypes[0]})
     assert_matches(path, feeds)
+
+
+def test_external_data_weights(tmp_path: Path) -> None:
+    """Weights stored in a separate data file next to the model."""
+    import onnx
+
+    model = onnx.load(str(DATA / "digits_cnn.onnx"))
+    path = tmp_path / "external.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="external.weights", size_threshold=0)
+    assert (tmp_path / "external.weights").stat().st_size > 10_000
+    inputs = np.load(DATA / "digits_sample.npy")
+    assert_matches(path, {"input": inputs}, {"input": list(inputs.shape)})
+
+
+def test_external_data_missing(tmp_path: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(DATA / "digits_cnn.onnx"))
+    path = tmp_path / "external.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="w.bin", size_threshold=0)
+    (tmp_path / "w.bin").unlink()
+    with pytest.raises(quantir.QuantirError, match="external"):
+        quantir.import_onnx(path)
+
+
+def test_weights_as_constant_nodes(tmp_path: Path) -> None:
+    """Weights given as Constant nodes instead of initializers."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(DATA / "tiny_vit.onnx"))
+    constants = [helper.make_node("Constant", [], [init.name], value=init, name=f"const_{i}")
+                 for i, init in enumerate(model.graph.initializer)]
+    del model.graph.initializer[:]
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(constants + nodes)
+    path = tmp_path / "constants.onnx"
+    onnx.save(model, str(path))
+    inputs = np.load(DATA / "digits_sample.npy")
+    assert_matches(path, {"input": inputs}, {"input": list(inputs.shape)})
+
+
+def test_observer_sees_every_value() -> None:
+    session = quantir.Session(DATA / "digits_cnn.onnx")
+    x = np.load(DATA / "digits_sample.npy")[:1]
+    seen: list[tuple[str, tuple[int, ...]]] = []
+    outputs = session.run({"input": x}, observer=lambda v, a: seen.append((v.name_hint, a.shape)))
+    computed = [r for op in session.program.steps for r in op.op.results]
+    assert len(seen) == 1 + len(computed)  # the argument, then every op result
+    assert seen[0] == ("input", (1, 1, 8, 8))
+    assert [name for name, _ in seen[1:]] == [r.name_hint for r in computed]
+    assert seen[-1][1] == outputs["logits"].shape
