@@ -85,7 +85,10 @@ def _shapes_from_inputs(model: str, given: dict[str | None, np.ndarray]) -> dict
     graph = load_onnx(model).graph
     initializers = {init.name for init in graph.initializer}
     names = [i.name for i in graph.input if i.name not in initializers]
-    if None in given and len(names) == 1:
+    if None in given:
+        if len(names) != 1:
+            raise FeedError(f"the model has {len(names)} inputs ({', '.join(names)}); "
+                            "give each as --input NAME=FILE.npy")
         return {names[0]: list(given[None].shape)}
     return {name: list(array.shape) for name, array in given.items() if name in names}
 
