@@ -11,17 +11,17 @@ for every contraction. Results may be views of inputs (reshape, transpose, slice
 split); no kernel ever writes into its inputs.
 
 Read-only weight arrays (such as `quantir.ir.array_of` views of constants) are
-treated as immutable: derived data (folded batch-norm scale and shift) is cached
-while the same read-only buffer comes back.
+treated as immutable: derived data (folded batch-norm scale and shift, reordered
+conv weights) is cached while the same read-only array object comes back.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -39,10 +39,7 @@ Kernel = Callable[..., tuple[np.ndarray, ...]]
 
 _Fn = Callable[..., np.ndarray]
 _Factory = Callable[[IRDLOperation], Kernel]
-
-# About 256 KiB of float32 per chunk: window sweeps keep their few working arrays in L2.
-_CHUNK_ELEMENTS = 1 << 16
-
+_T = TypeVar("_T")
 
 # --------------------------------------------------------------------------------------
 # Op introspection
@@ -101,35 +98,28 @@ def _quiet(fn: _Fn) -> _Fn:
     return run
 
 
-class _Derived:
-    """Caches f(*arrays) while the same read-only buffers come back.
+class _Derived(Generic[_T]):
+    """Caches f(*arrays) while the same read-only array objects come back.
 
-    Keys are the buffers' addresses, shapes, strides and dtypes; the arrays are kept
-    alive with the entry, so an address cannot be reused by other data meanwhile.
-    Writable arrays are never cached (they may change between calls).
+    Executors pass a constant's array object again on every run, so identity is
+    the key (cheap, unlike reading buffer addresses); the entry keeps the arrays
+    alive, so their ids cannot be reused meanwhile. Writable arrays are never
+    cached: they may change between calls. The entry is one tuple, replaced in one
+    assignment, so concurrent calls never see half of it.
     """
 
-    def __init__(self, fn: Callable[..., object]):
+    def __init__(self, fn: Callable[..., _T]) -> None:
         self._fn = fn
-        self._entry: tuple[tuple, tuple, object] | None = None
-        self._lock = threading.Lock()
+        self._entry: tuple[tuple[np.ndarray, ...], _T] | None = None
 
-    @staticmethod
-    def _key(arrays: Sequence[np.ndarray]) -> tuple | None:
-        if not all(isinstance(a, np.ndarray) and not a.flags.writeable for a in arrays):
-            return None
-        return tuple((a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str)
-                     for a in arrays)
-
-    def __call__(self, *arrays: np.ndarray) -> object:
-        key = self._key(arrays)
+    def __call__(self, *arrays: np.ndarray) -> _T:
         entry = self._entry
-        if key is not None and entry is not None and entry[0] == key:
-            return entry[2]
+        if entry is not None and len(entry[0]) == len(arrays) \
+                and all(a is b for a, b in zip(entry[0], arrays, strict=True)):
+            return entry[1]
         value = self._fn(*arrays)
-        if key is not None:
-            with self._lock:
-                self._entry = (key, arrays, value)
+        if all(isinstance(a, np.ndarray) and not a.flags.writeable for a in arrays):
+            self._entry = (arrays, value)
         return value
 
 
@@ -293,13 +283,32 @@ def _build_clip(op: IRDLOperation) -> _Fn:
 def _build_softmax(op: IRDLOperation) -> _Fn:
     axis = _props(op).int("axis")
     shape, dtype = _out_shape(op), _out_dtype(op)
+    outer, length, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+    ones = np.ones(length, dtype)
+    # Below float32 (float16) exp overflows at 11: always shift per row there.
+    limit = 80.0 if np.dtype(dtype).itemsize >= 4 else -math.inf
 
     def softmax(x: np.ndarray) -> np.ndarray:
-        # Subtract the max first: exp never overflows and the largest term is 1.
-        e = np.subtract(x, np.max(x, axis=axis, keepdims=True), out=np.empty(shape, dtype))
+        x3 = x.reshape(outer, length, inner)
+        e = np.empty((outer, length, inner), dtype)
+        if e.size == 0:
+            return e.reshape(shape)
+        top, bottom = x3.max(), x3.min()
+        if top - bottom < limit:
+            # One shift for the whole tensor (two fast flat reductions instead of a slow
+            # one per row): exp cannot overflow, and with a range below 80 no row's
+            # terms all underflow, so every row sum stays a normal positive number.
+            np.subtract(x3, top, out=e)
+        else:
+            # The usual per-row max: the largest term of each row is exactly 1.
+            np.subtract(x3, x3.max(axis=1, keepdims=True), out=e)
         np.exp(e, out=e)
-        e /= np.sum(e, axis=axis, keepdims=True)
-        return e
+        if inner == 1:
+            sums = np.matmul(e.reshape(outer, length), ones).reshape(outer, 1, 1)
+        else:
+            sums = e.sum(axis=1, keepdims=True)
+        e /= sums
+        return e.reshape(shape)
 
     return softmax
 
@@ -337,9 +346,48 @@ def _build_cast(op: IRDLOperation) -> _Fn:
     return _quiet(lambda x: x.astype(dtype, copy=False))
 
 
+def _collapsed_shapes(shapes: Sequence[tuple[int, ...]], out: tuple[int, ...]) \
+        -> list[tuple[int, ...]]:
+    """Equivalent lower-rank shapes for a broadcast: adjacent axes merge when every
+    operand is either full or broadcast on both. A (C, 1, 1) per-channel operand on
+    (N, C, H, W) becomes (C, 1) on (N, C, H*W): numpy then runs H*W-long inner loops
+    instead of one W-long loop per (c, h) row, which costs a lot on short rows."""
+    rank = len(out)
+    aligned = [(1,) * (rank - len(s)) + tuple(s) for s in shapes]
+    merged: list[list[int]] = [[] for _ in shapes]
+    previous: tuple[bool, ...] | None = None
+    for axis in range(rank):
+        if out[axis] == 1:
+            continue  # a size-1 axis merges with anything
+        pattern = tuple(s[axis] != 1 for s in aligned)
+        if pattern == previous:
+            for dims, s in zip(merged, aligned, strict=True):
+                dims[-1] *= s[axis]
+        else:
+            for dims, s in zip(merged, aligned, strict=True):
+                dims.append(s[axis])
+        previous = pattern
+    return [tuple(dims) for dims in merged]
+
+
+def _broadcasting(op: IRDLOperation, fn: _Fn) -> _Fn:
+    """fn on the op's operands reshaped to their collapsed broadcast shapes."""
+    shapes = [_in_shape(op, i) for i in range(len(op.operands))]
+    out = _out_shape(op)
+    collapsed = _collapsed_shapes(shapes, out)
+    if collapsed == shapes:
+        return fn
+
+    def run(*inputs: np.ndarray) -> np.ndarray:
+        return np.reshape(fn(*(np.reshape(x, s) for x, s in zip(inputs, collapsed,
+                                                               strict=True))), out)
+
+    return run
+
+
 def _build_binary(ufunc: np.ufunc, quiet: bool = False) -> Callable[[IRDLOperation], _Fn]:
     def build(op: IRDLOperation) -> _Fn:
-        return _quiet(ufunc) if quiet else ufunc
+        return _broadcasting(op, _quiet(ufunc) if quiet else ufunc)
 
     return build
 
@@ -352,57 +400,62 @@ def _build_div(op: IRDLOperation) -> _Fn:
             q += (np.remainder(a, b) != 0) & ((a < 0) != (b < 0))
             return q
 
-        return _quiet(int_div)
-    return _quiet(np.divide)
+        return _broadcasting(op, _quiet(int_div))
+    return _broadcasting(op, _quiet(np.divide))
 
 
 def _build_prelu(op: IRDLOperation) -> _Fn:
-    return lambda x, slope: np.where(x < 0, x * slope, x)
+    return _broadcasting(op, lambda x, slope: np.where(x < 0, x * slope, x))
 
 
 def _build_where(op: IRDLOperation) -> _Fn:
-    return np.where
+    return _broadcasting(op, np.where)
 
 
 # --------------------------------------------------------------------------------------
-# Sliding windows (depthwise conv, pooling): phase-split flat sweeps
+# Sliding windows (conv, pooling): flat slices of stride-phase buffers
 # --------------------------------------------------------------------------------------
+
+# Working set of one chunk, in elements. Window sweeps (pooling, depthwise) stay
+# within L2; im2col chunks are larger so the GEMM gets wide enough matrices, yet
+# small enough that their scratch buffers are reused, not fresh pages every call.
+_CHUNK_ELEMENTS = 1 << 18
+_GEMM_CHUNK_ELEMENTS = 1 << 20
 
 
 @dataclass(frozen=True)
 class _WindowPlan:
-    """How to sweep a window over the spatial axes of (rows, *spatial) arrays.
+    """How a window slides over the spatial axes of (rows, *spatial) arrays.
 
-    The padded input is split into stride phases (for stride 1 there is one phase:
-    the padded input itself), each a (rows, *q) buffer. Within a phase every kernel
-    tap is a stride-1 shift, so each tap becomes one contiguous slice of length
-    `length` of the flattened buffer: long inner loops instead of one short numpy
-    loop per output row. The accumulator holds out[0] x q[1:] per row (a few padding
-    columns too many); `crop` cuts out the real outputs.
+    The padded input is split into its stride phases (one phase, the padded input
+    itself, for stride 1): in a phase every kernel tap is a stride-1 shift. Each
+    row's phase is a `q`-shaped plane stored flat, rows back to back, so a tap is
+    ONE contiguous slice `[shift, shift + rows * plane)` of the flat buffer: numpy
+    runs every tap as a single long 1-d loop whatever the plane size, instead of one
+    short loop per row. Output (i0, i1, ...) of a row sits at plane offset
+    sum(i_k * qstride_k); the other offsets are padding garbage, cut by `crop`.
+    `tail` extra elements after the last row keep every shifted slice in bounds.
     """
 
     phases: int
     q: tuple[int, ...]
     plane: int
+    tail: int
     copies: tuple[tuple[int, tuple[slice, ...], tuple[slice, ...]], ...]
     taps: tuple[tuple[int, int], ...]
-    length: int
-    acc_shape: tuple[int, ...]
     crop: tuple[slice, ...]
-    out: tuple[int, ...]
 
 
 def _window_plan(size: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
                  pads_begin: Sequence[int], dilations: Sequence[int],
                  out: Sequence[int]) -> _WindowPlan:
     rank = len(size)
-    # Phase buffers must reach the last tap of the last window: q = out + max tap shift.
+    # A phase must reach the last tap of the last window: q = out + largest tap shift.
     q = tuple(out[i] + (kernel[i] - 1) * dilations[i] // strides[i] for i in range(rank))
     qstrides = tuple(math.prod(q[i + 1:]) for i in range(rank))
-    taps_nd = list(itertools.product(*(range(k) for k in kernel)))
-    phase_of = {}
+    phase_of: dict[tuple[int, ...], int] = {}
     taps = []
-    for tap in taps_nd:
+    for tap in itertools.product(*(range(k) for k in kernel)):
         phase = tuple(tap[i] * dilations[i] % strides[i] for i in range(rank))
         shift = sum(tap[i] * dilations[i] // strides[i] * qstrides[i] for i in range(rank))
         taps.append((phase_of.setdefault(phase, len(phase_of)), shift))
@@ -411,7 +464,7 @@ def _window_plan(size: Sequence[int], kernel: Sequence[int], strides: Sequence[i
         dst, src = [], []
         for i in range(rank):
             s, a, pb = strides[i], phase[i], pads_begin[i]
-            # Buffer index j holds padded coordinate j*s + a, input coordinate j*s + a - pb.
+            # Phase index j holds padded coordinate j*s + a, input coordinate j*s + a - pb.
             lo = max(0, -((a - pb) // s))
             hi = min(q[i], -((a - pb - size[i]) // s))
             if hi <= lo:
@@ -421,44 +474,37 @@ def _window_plan(size: Sequence[int], kernel: Sequence[int], strides: Sequence[i
             src.append(slice(first, first + (hi - lo - 1) * s + 1, s))
         else:
             copies.append((index, tuple(dst), tuple(src)))
-    length = sum((out[i] - 1) * qstrides[i] for i in range(rank)) + 1
-    acc_shape = (out[0], *q[1:])
-    crop = (slice(None), slice(None), *(slice(0, o) for o in out[1:]))
-    return _WindowPlan(len(phase_of), q, math.prod(q), tuple(copies), tuple(taps), length,
-                       acc_shape, crop, tuple(out))
+    crop = (slice(None), *(slice(0, o) for o in out))
+    return _WindowPlan(len(phase_of), q, math.prod(q), max(shift for _, shift in taps),
+                       tuple(copies), tuple(taps), crop)
 
 
-class _Sweep:
-    """Runs a window plan over row chunks small enough to stay in cache."""
+class _PhaseBuffer:
+    """The flat phase buffers of a plan for chunks of up to `chunk` rows."""
 
-    def __init__(self, plan: _WindowPlan, rows: int, fill: float, dtype: np.dtype):
+    def __init__(self, plan: _WindowPlan, chunk: int, fill: float, dtype: np.dtype):
         self.plan = plan
-        self.rows = rows
-        self.fill = fill
-        self.dtype = dtype
-        per_row = plan.plane * plan.phases + 2 * math.prod(plan.acc_shape)
-        self.chunk = max(1, min(rows, _CHUNK_ELEMENTS * 3 // max(per_row, 1)))
+        self.chunk = chunk
+        # Filled once per call: every chunk rewrites the same interior positions, so
+        # the padding stays `fill`. Stale rows after a short last chunk are read only
+        # by garbage (cropped) positions.
+        self.flat = np.full((plan.phases, chunk * plan.plane + plan.tail), fill, dtype)
 
-    def buffers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def load(self, x_rows: np.ndarray, r0: int, r1: int) -> None:
         plan = self.plan
-        # Fill once per call: chunks overwrite the same interior, borders stay `fill`.
-        phases = np.full((plan.phases, self.chunk, plan.plane), self.fill, self.dtype)
-        acc = np.empty((self.chunk, math.prod(plan.acc_shape)), self.dtype)
-        tmp = np.empty((self.chunk, plan.length), self.dtype)
-        return phases, acc, tmp
-
-    def load(self, phases: np.ndarray, x_rows: np.ndarray, r0: int, r1: int) -> np.ndarray:
-        """Copy rows r0:r1 of the input into the phase buffers; returns them (rows, plane)."""
         rows = r1 - r0
-        buf = phases[:, :rows]
-        shaped = buf.reshape(self.plan.phases, rows, *self.plan.q)
-        for index, dst, src in self.plan.copies:
+        shaped = self.flat[:, :rows * plan.plane].reshape(plan.phases, rows, *plan.q)
+        for index, dst, src in plan.copies:
             shaped[index][(slice(None), *dst)] = x_rows[(slice(r0, r1), *src)]
-        return buf
 
-    def cropped(self, acc: np.ndarray) -> np.ndarray:
-        rows = acc.shape[0]
-        return acc.reshape(rows, *self.plan.acc_shape)[self.plan.crop]
+    def tap(self, t: int, rows: int) -> np.ndarray:
+        """Tap t for `rows` rows: a contiguous (rows * plane,) slice."""
+        phase, shift = self.plan.taps[t]
+        return self.flat[phase, shift:shift + rows * self.plan.plane]
+
+
+def _chunk_rows(total: int, per_row: int, budget: int = _CHUNK_ELEMENTS) -> int:
+    return max(1, min(total, budget // max(per_row, 1)))
 
 
 def _spatial_props(op: IRDLOperation, spatial: int, with_dilations: bool = True) \
@@ -477,45 +523,49 @@ def _build_pool(op: IRDLOperation) -> _Fn:
     strides, pads_begin, pads_end, dilations = _spatial_props(op, spatial, is_max)
     plan = _window_plan(x_shape[2:], kernel, strides, pads_begin, dilations, out_shape[2:])
     rows = x_shape[0] * x_shape[1]
-    sweep = _Sweep(plan, rows, -math.inf if is_max else 0.0, dtype)
+    chunk = _chunk_rows(rows, (plan.phases + 1) * plan.plane)
+    fill = -math.inf if is_max else 0.0
     inv_count = None
     if not is_max:
         include_pad = bool(_props(op).int("count_include_pad"))
         # onnxruntime's divisor: the window clipped to the input (count_include_pad=0)
-        # or to the padded input (=1; windows that ceil_mode lets run past the end
+        # or to the padded input (=1: windows that ceil_mode runs past the end
         # padding are clipped there too).
-        counts = []
+        count = np.ones((), np.float64)
         for i in range(spatial):
             start = np.arange(out_shape[2 + i]) * strides[i] - pads_begin[i]
             end = start + kernel[i]
             if include_pad:
-                counts.append(np.minimum(end, x_shape[2 + i] + pads_end[i]) - start)
+                count = np.multiply.outer(count, np.minimum(end, x_shape[2 + i] + pads_end[i])
+                                          - start)
             else:
-                counts.append(np.minimum(end, x_shape[2 + i]) - np.maximum(start, 0))
-        count = np.ones((), np.float64)
-        for c in counts:
-            count = np.multiply.outer(count, c)
+                count = np.multiply.outer(count, np.minimum(end, x_shape[2 + i])
+                                          - np.maximum(start, 0))
         inv_count = (1.0 / count).astype(dtype)
     combine = np.maximum if is_max else np.add
+    taps = len(plan.taps)
 
     def pool(x: np.ndarray) -> np.ndarray:
         x_rows = x.reshape(rows, *x_shape[2:])
         out = np.empty((rows, *out_shape[2:]), dtype)
-        phases, acc_buf, _ = sweep.buffers()
-        length = plan.length
-        for r0 in range(0, rows, sweep.chunk):
-            r1 = min(rows, r0 + sweep.chunk)
-            buf = sweep.load(phases, x_rows, r0, r1)
-            acc = acc_buf[:r1 - r0]
-            head = acc[:, :length]
-            (phase, shift), *rest = plan.taps
-            np.copyto(head, buf[phase, :, shift:shift + length])
-            for phase, shift in rest:
-                combine(head, buf[phase, :, shift:shift + length], out=head)
-            if inv_count is None:
-                np.copyto(out[r0:r1], sweep.cropped(acc))
+        buffer = _PhaseBuffer(plan, chunk, fill, dtype)
+        acc_buf = np.empty(chunk * plan.plane, dtype)
+        for r0 in range(0, rows, chunk):
+            r1 = min(rows, r0 + chunk)
+            n = r1 - r0
+            buffer.load(x_rows, r0, r1)
+            acc = acc_buf[:n * plan.plane]
+            if taps == 1:
+                np.copyto(acc, buffer.tap(0, n))
             else:
-                np.multiply(sweep.cropped(acc), inv_count, out=out[r0:r1])
+                combine(buffer.tap(0, n), buffer.tap(1, n), out=acc)
+                for t in range(2, taps):
+                    combine(acc, buffer.tap(t, n), out=acc)
+            valid = acc.reshape(n, *plan.q)[plan.crop]
+            if inv_count is None:
+                np.copyto(out[r0:r1], valid)
+            else:
+                np.multiply(valid, inv_count, out=out[r0:r1])
         return out.reshape(out_shape)
 
     return pool
@@ -532,32 +582,16 @@ def _build_global_average_pool(op: IRDLOperation) -> _Fn:
 # --------------------------------------------------------------------------------------
 
 
-def _padded(x: np.ndarray, pads_begin: Sequence[int], pads_end: Sequence[int],
-            dtype: np.dtype) -> np.ndarray:
-    """A C-contiguous zero-padded copy of x over its spatial axes (x itself if no pads)."""
-    if not any(pads_begin) and not any(pads_end):
-        return np.ascontiguousarray(x, dtype=dtype)
-    shape = (*x.shape[:2], *(d + b + e for d, b, e in zip(x.shape[2:], pads_begin, pads_end,
-                                                           strict=True)))
-    out = np.zeros(shape, dtype)
-    out[(slice(None), slice(None), *(slice(b, b + d) for b, d in zip(pads_begin, x.shape[2:],
-                                                                     strict=True)))] = x
-    return out
-
-
 def _build_conv(op: IRDLOperation) -> _Fn:
     x_shape, w_shape, out_shape = _in_shape(op, 0), _in_shape(op, 1), _out_shape(op)
     dtype = _out_dtype(op)
-    has_bias = len(op.operands) == 3
     spatial = len(x_shape) - 2
     group = _props(op).int("group")
     strides, pads_begin, pads_end, dilations = _spatial_props(op, spatial)
     n, c = x_shape[:2]
     m, cg = w_shape[:2]
     kernel = w_shape[2:]
-    out_sp = out_shape[2:]
-    taps = math.prod(kernel)
-    positions = math.prod(out_sp)
+    positions = math.prod(out_shape[2:])
 
     if group == 1 and all(k == 1 for k in kernel) and all(s == 1 for s in strides) \
             and not any(pads_begin) and not any(pads_end):
@@ -570,78 +604,126 @@ def _build_conv(op: IRDLOperation) -> _Fn:
 
         return pointwise
 
-    if group == c and cg == 1 and m == c:
-        return _depthwise_conv(x_shape, kernel, strides, pads_begin, dilations, out_shape,
-                               dtype)
+    plan = _window_plan(x_shape[2:], kernel, strides, pads_begin, dilations, out_shape[2:])
+    if cg == 1:
+        return _depthwise_conv(plan, x_shape, out_shape, m // c, dtype)
+    return _im2col_conv(plan, x_shape, out_shape, group, dtype)
 
-    # im2col over a padded copy: a strided view (n, group, cg, *kernel, *out) of the
-    # windows, copied once into (n, group, cg * taps, positions), then one batched
-    # matmul with the (group, m / group, cg * taps) weights.
-    mg = m // group
-    padded_sp = [d + b + e for d, b, e in zip(x_shape[2:], pads_begin, pads_end, strict=True)]
+
+def _im2col_conv(plan: _WindowPlan, x_shape: tuple[int, ...], out_shape: tuple[int, ...],
+                 group: int, dtype: np.dtype) -> _Fn:
+    """Dense and grouped conv: im2col from flat tap slices, one batched GEMM per chunk.
+
+    A chunk is some output rows (first spatial axis) of some images, sized so the
+    im2col matrix and the GEMM result stay in cache. cols[g, tap, channel, image,
+    position] takes one strided copy per tap; the GEMM runs the (group, m/g,
+    taps * c/g) weights, reordered to tap-major columns once per weight buffer.
+    """
+    n, c = x_shape[:2]
+    m = out_shape[1]
+    cg, mg = c // group, m // group
+    taps = len(plan.taps)
+    spatial = len(x_shape) - 2
+    plane = plan.plane
+    row = plane // plan.q[0]  # flat positions per output row of the first spatial axis
+    out_rows = out_shape[2]
+    per_row = (taps * c + m) * row
+    # Whole images per chunk when an image fits, else one image, some rows at a time.
+    span_rows = _chunk_rows(out_rows, per_row, _GEMM_CHUNK_ELEMENTS)
+    images = _chunk_rows(n, per_row * out_rows, _GEMM_CHUNK_ELEMENTS) \
+        if span_rows == out_rows else 1
     item = np.dtype(dtype).itemsize
-    el_strides = [math.prod(padded_sp[i + 1:]) for i in range(spatial)]
-    plane = math.prod(padded_sp)
-    view_shape = (n, group, cg, *kernel, *out_sp)
-    view_strides = tuple(item * s for s in (
-        c * plane, cg * plane, plane,
-        *(dilations[i] * el_strides[i] for i in range(spatial)),
-        *(strides[i] * el_strides[i] for i in range(spatial))))
-    rows = cg * taps
+    rest = plan.crop[2:]
+
+    def reorder(w: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(
+            w.reshape(group, mg, cg, taps).transpose(0, 1, 3, 2).reshape(group, mg, taps * cg),
+            dtype=dtype)
+
+    weights = _Derived(reorder)
 
     def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-        xp = _padded(x, pads_begin, pads_end, dtype)
-        windows = as_strided(xp, view_shape, view_strides, writeable=False)
-        cols = windows.reshape(n, group, rows, positions)
-        y = np.matmul(w.reshape(group, mg, rows), cols)
-        if b is not None:
-            y += b.reshape(group, mg, 1)
-        return y.reshape(out_shape)
+        wt = weights(w)
+        x_rows = x.reshape(n * c, *x_shape[2:])
+        out = np.empty(out_shape, dtype)
+        bias = None if b is None else b.reshape(m, 1, *(1,) * spatial)
+        buffer = _PhaseBuffer(plan, images * c, 0.0, dtype)
+        cols_buf = np.empty((group, taps, cg, images, span_rows * row), dtype)
+        y_buf = np.empty((group, mg, images * span_rows * row), dtype)
+        for i0 in range(0, n, images):
+            i1 = min(n, i0 + images)
+            k = i1 - i0
+            buffer.load(x_rows, i0 * c, i1 * c)
+            for a in range(0, out_rows, span_rows):
+                z = min(out_rows, a + span_rows)
+                span = (z - a) * row
+                cols = cols_buf[:, :, :, :k, :span]
+                for t, (phase, shift) in enumerate(plan.taps):
+                    # Rows of every channel and image at this tap's shift; the bounds
+                    # hold: a valid position reads inside its own channel's plane, a
+                    # cropped one at most `tail` past the last plane.
+                    src = as_strided(buffer.flat[phase, shift + a * row:], (group, cg, k, span),
+                                     (cg * plane * item, plane * item, c * plane * item, item),
+                                     writeable=False)
+                    np.copyto(cols[:, t], src)
+                y = np.matmul(wt, cols.reshape(group, taps * cg, k * span),
+                              out=y_buf[:, :, :k * span])
+                valid = y.reshape(m, k, z - a, *plan.q[1:])[(slice(None), slice(None),
+                                                             slice(None), *rest)]
+                dst = out[i0:i1, :, a:z].swapaxes(0, 1)
+                if bias is None:
+                    np.copyto(dst, valid)
+                else:
+                    np.add(valid, bias, out=dst)
+        return out
 
     return conv
 
 
-def _depthwise_conv(x_shape: tuple[int, ...], kernel: Sequence[int], strides: Sequence[int],
-                    pads_begin: Sequence[int], dilations: Sequence[int],
-                    out_shape: tuple[int, ...], dtype: np.dtype) -> _Fn:
-    """One filter per channel: taps accumulate as multiply-adds over flat phase slices."""
+def _depthwise_conv(plan: _WindowPlan, x_shape: tuple[int, ...], out_shape: tuple[int, ...],
+                    multiplier: int, dtype: np.dtype) -> _Fn:
+    """One input channel per group (depthwise, any channel multiplier).
+
+    Per chunk of (image, channel) rows: cols[tap] is one flat copy of the tap's
+    slice, then a batched (multiplier x taps) @ (taps x plane) product per row.
+    This beats accumulating the taps elementwise: those are 2 passes per tap over
+    memory with a per-row weight, the copies are 1 pass and BLAS does the rest.
+    """
     n, c = x_shape[:2]
-    plan = _window_plan(x_shape[2:], kernel, strides, pads_begin, dilations, out_shape[2:])
     rows = n * c
-    taps = math.prod(kernel)
-    sweep = _Sweep(plan, rows, 0.0, dtype)
-    ones = (1,) * (len(x_shape) - 2)
+    taps = len(plan.taps)
+    spatial = len(x_shape) - 2
+    chunk = _chunk_rows(rows, (plan.phases + taps) * plan.plane)
 
     def per_row(w: np.ndarray, b: np.ndarray | None = None) \
             -> tuple[np.ndarray, np.ndarray | None]:
-        # (taps, rows, 1) weights and (rows, 1, ...) bias: row r is channel r % c.
-        wt = np.tile(w.reshape(c, taps).T.astype(dtype), (1, n)).reshape(taps, rows, 1)
-        bt = None if b is None else np.tile(b.astype(dtype), n).reshape(rows, *ones)
-        return wt, bt
+        # Row r = (image, channel): its (multiplier, taps) weights and bias.
+        wt = np.tile(w.reshape(c, multiplier, taps).astype(dtype), (n, 1, 1))
+        bt = None if b is None else np.tile(b.astype(dtype).reshape(c, multiplier), (n, 1))
+        return wt, None if bt is None else bt.reshape(rows, multiplier, *(1,) * spatial)
 
     derived = _Derived(per_row)
 
     def depthwise(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
         wt, bt = derived(w) if b is None else derived(w, b)
         x_rows = x.reshape(rows, *x_shape[2:])
-        out = np.empty((rows, *out_shape[2:]), dtype)
-        phases, acc_buf, tmp_buf = sweep.buffers()
-        length = plan.length
-        for r0 in range(0, rows, sweep.chunk):
-            r1 = min(rows, r0 + sweep.chunk)
-            buf = sweep.load(phases, x_rows, r0, r1)
-            acc = acc_buf[:r1 - r0]
-            head = acc[:, :length]
-            tmp = tmp_buf[:r1 - r0]
-            (phase, shift), *rest = plan.taps
-            np.multiply(buf[phase, :, shift:shift + length], wt[0, r0:r1], out=head)
-            for t, (phase, shift) in enumerate(rest, 1):
-                np.multiply(buf[phase, :, shift:shift + length], wt[t, r0:r1], out=tmp)
-                head += tmp
+        out = np.empty((rows, multiplier, *out_shape[2:]), dtype)
+        buffer = _PhaseBuffer(plan, chunk, 0.0, dtype)
+        cols_buf = np.empty((taps, chunk * plan.plane), dtype)
+        for r0 in range(0, rows, chunk):
+            r1 = min(rows, r0 + chunk)
+            k = r1 - r0
+            buffer.load(x_rows, r0, r1)
+            cols = cols_buf[:, :k * plan.plane]
+            for t in range(taps):
+                np.copyto(cols[t], buffer.tap(t, k))
+            y = np.matmul(wt[r0:r1], cols.reshape(taps, k, plan.plane).transpose(1, 0, 2))
+            valid = y.reshape(k * multiplier, *plan.q)[plan.crop]
+            valid = valid.reshape(k, multiplier, *out_shape[2:])
             if bt is None:
-                np.copyto(out[r0:r1], sweep.cropped(acc))
+                np.copyto(out[r0:r1], valid)
             else:
-                np.add(sweep.cropped(acc), bt[r0:r1], out=out[r0:r1])
+                np.add(valid, bt[r0:r1], out=out[r0:r1])
         return out.reshape(out_shape)
 
     return depthwise
@@ -697,7 +779,9 @@ def _build_conv_transpose(op: IRDLOperation) -> _Fn:
 def _build_batch_norm(op: IRDLOperation) -> _Fn:
     x_shape, dtype = _in_shape(op), _out_dtype(op)
     epsilon = _props(op).float("epsilon")
-    channel_shape = (x_shape[1], *(1,) * (len(x_shape) - 2))
+    # (N, C, H*W) with (C, 1) factors: long inner loops (see _collapsed_shapes).
+    flat = (x_shape[0], x_shape[1], math.prod(x_shape[2:]))
+    channel_shape = (x_shape[1], 1)
 
     def fold(scale: np.ndarray, bias: np.ndarray, mean: np.ndarray, var: np.ndarray) \
             -> tuple[np.ndarray, np.ndarray]:
@@ -711,9 +795,9 @@ def _build_batch_norm(op: IRDLOperation) -> _Fn:
     def batch_norm(x: np.ndarray, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray,
                    var: np.ndarray) -> np.ndarray:
         k, shift = folded(scale, bias, mean, var)
-        y = np.multiply(x, k, out=np.empty(x_shape, dtype))
+        y = np.multiply(x.reshape(flat), k, out=np.empty(flat, dtype))
         y += shift
-        return y
+        return y.reshape(x_shape)
 
     return batch_norm
 
@@ -724,12 +808,16 @@ def _build_layer_norm(op: IRDLOperation) -> _Fn:
     axis, epsilon = props.int("axis"), props.float("epsilon")
     outer, inner = math.prod(x_shape[:axis]), math.prod(x_shape[axis:])
     tail = x_shape[axis:]
+    ones = np.ones(inner, dtype)
 
     def layer_norm(x: np.ndarray, scale: np.ndarray, bias: np.ndarray | None = None) \
             -> np.ndarray:
         x2 = x.reshape(outer, inner)
         # float32 two-pass statistics, as onnxruntime: mean, then mean((x - mean)^2).
-        d = np.subtract(x2, x2.mean(axis=1, keepdims=True), out=np.empty((outer, inner), dtype))
+        # Row sums as a matrix-vector product: BLAS beats numpy's per-row reduction.
+        mean = np.matmul(x2, ones)
+        mean *= 1 / inner
+        d = np.subtract(x2, mean[:, None], out=np.empty((outer, inner), dtype))
         var = np.einsum("ij,ij->i", d, d)
         var *= 1 / inner
         var += epsilon
@@ -761,9 +849,9 @@ def _build_gemm(op: IRDLOperation) -> _Fn:
         # Transposed views go to BLAS without a copy.
         y = np.matmul(a.T if trans_a else a, b.T if trans_b else b)
         if alpha != 1:
-            y *= alpha
+            y = y * alpha
         if c is not None and beta != 0:
-            y += c if beta == 1 else c * beta
+            y = y + (c if beta == 1 else c * beta)
         return y
 
     return gemm
@@ -912,15 +1000,14 @@ def _build_resize(op: IRDLOperation) -> _Fn:
     steps: list[Callable[[np.ndarray], np.ndarray]] = []
     for axis in range(rank):
         in_len, out_len = x_shape[axis], sizes[axis]
-        if scales[axis] == 1 and out_len == in_len:
-            # onnxruntime copies unscaled axes whatever the transform (tf_half_pixel_for_nn
-            # and ceil rounding would otherwise shift them by one).
+        if tuple(sizes) == tuple(x_shape) or (scales[axis] == 1 and out_len == in_len):
+            # onnxruntime copies the input when no size changes, and copies each axis
+            # of scale 1, whatever the transform (tf_half_pixel_for_nn or ceil rounding
+            # would shift them, a scale like 1.25 on 2 pixels too).
             continue
         coords = _resize_source(out_len, in_len, scales[axis], transform)
         if mode == "nearest":
             index = _nearest_index(coords, in_len, rounding)
-            if out_len == in_len and np.array_equal(index, np.arange(in_len)):
-                continue
             steps.append(lambda x, a=axis, i=index: np.take(x, i, axis=a))
             continue
         # Linear: onnxruntime clamps the coordinate into the input, takes its two
@@ -933,8 +1020,6 @@ def _build_resize(op: IRDLOperation) -> _Fn:
         same = lo == hi
         w_lo[same] = 0.5
         w_hi[same] = 0.5
-        if out_len == in_len and np.array_equal(lo, np.arange(in_len)) and not w_hi[~same].any():
-            continue
         bshape = [1] * rank
         bshape[axis] = out_len
         w_lo = w_lo.astype(dtype).reshape(bshape)
