@@ -200,10 +200,23 @@ class NNOperation(IRDLOperation, ABC):
     def build_from(cls, operands: Sequence, properties: Mapping[str, object],
                    onnx_name: str) -> NNOperation:
         """Build the op with inferred result types (what the importer and passes use)."""
-        props = {key: to_attr(value) for key, value in properties.items()}
+        props = {key: cls.property_attr(key, value) for key, value in properties.items()}
         props["onnx_name"] = StringAttr(onnx_name)
         result_types = cls.infer([operand.type for operand in operands], Props(props))
         return cls.create(operands=list(operands), result_types=result_types, properties=props)
+
+    @classmethod
+    def property_attr(cls, key: str, value: object) -> Attribute:
+        """The attribute for a property value, a number coerced to the declared kind
+        (so `alpha=1` becomes `1.0 : f32`, not an i64 the verifier rejects)."""
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            definition = cls.get_irdl_definition().properties.get(key)
+            declared = getattr(getattr(definition, "constr", None), "attr", None)
+            if declared is FloatAttr:
+                return float_attr(float(value))
+            if declared is IntegerAttr:
+                return int_attr(int(value))
+        return to_attr(value)
 
     @property
     def props(self) -> Props:
@@ -591,6 +604,11 @@ class ConvTransposeOp(NNOperation):
             raise VerifyException(f"bias {_shape(operand_types[2])} must be ({out_channels},)")
         strides, pads = props.ints("strides"), props.ints("pads")
         dilations, output_padding = props.ints("dilations"), props.ints("output_padding")
+        if len(output_padding) != spatial or any(
+                not 0 <= p < max(s, d) for p, s, d in zip(output_padding, strides, dilations,
+                                                          strict=True)):
+            raise VerifyException(f"output_padding {output_padding} must be non-negative and "
+                                  "smaller than the stride or the dilation on each axis")
         out = [(x[2 + i] - 1) * strides[i] - pads[i] - pads[spatial + i]
                + dilations[i] * (w[2 + i] - 1) + output_padding[i] + 1 for i in range(spatial)]
         if any(d < 1 for d in out):
