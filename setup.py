@@ -35,13 +35,17 @@ def cython_extensions() -> list:
         from Cython.Build import cythonize
     except ImportError:
         return []
-    extensions = cythonize(
-        sources,
-        compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
-        quiet=True,
-    )
+    try:
+        extensions = cythonize(
+            sources,
+            compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
+            quiet=True,
+        )
+    except Exception as error:  # noqa: BLE001 - a Cython error must not fail the install
+        print(f"warning: quantir Cython extensions not generated ({error})")
+        return []
     for extension in extensions:
-        extension.include_dirs.append(numpy.get_include())
+        extension.include_dirs += [numpy.get_include(), str(Path(extension.sources[0]).parent)]
     return extensions
 
 

@@ -50,11 +50,19 @@ def default_kernel(op: Operation) -> Kernel:
 
 
 class Program:
-    """An executable plan for one function."""
+    """An executable plan for one function.
+
+    With `fuse`, conv + batch norm + activation chains run as one step (see
+    fusion.py); the plan then cannot show the fused intermediates to an observer.
+    """
 
     def __init__(self, function: func.FuncOp,
-                 compile_kernel: Callable[[Operation], Kernel] = default_kernel):
+                 compile_kernel: Callable[[Operation], Kernel] = default_kernel,
+                 fuse: bool = False):
+        from quantir.runtime.fusion import plan_steps
+
         self.function = function
+        self.fused = fuse
         slots: dict[SSAValue, int] = {}
 
         def slot(value: SSAValue) -> int:
@@ -62,17 +70,26 @@ class Program:
 
         self.arguments = [slot(arg) for arg in function.body.block.args]
         self.constants: list[tuple[int, np.ndarray]] = []
-        steps: list[tuple[Operation, Kernel, tuple[int, ...], tuple[int, ...]]] = []
+        computed: list[Operation] = []
         self.results: list[int] = []
+        arrays: dict[Operation, np.ndarray] = {}
+
+        def constant(op: Operation) -> np.ndarray:
+            if op not in arrays:
+                assert isinstance(op, nn.ConstantOp)
+                arrays[op] = constant_array(op)
+            return arrays[op]
+
         for op in function.body.block.ops:
             if isinstance(op, func.ReturnOp):
                 self.results = [slot(v) for v in op.operands]
             elif isinstance(op, nn.ConstantOp):
-                self.constants.append((slot(op.results[0]), constant_array(op)))
+                self.constants.append((slot(op.results[0]), constant(op)))
             else:
-                ins = tuple(slot(v) for v in op.operands)
-                outs = tuple(slot(v) for v in op.results)
-                steps.append((op, compile_kernel(op), ins, outs))
+                computed.append(op)
+        planned = plan_steps(computed, compile_kernel, constant, fuse)
+        steps = [(p.op, p.kernel, tuple(slot(v) for v in p.inputs),
+                  tuple(slot(v) for v in p.outputs)) for p in planned]
         self.values = list(slots)
         last_read: dict[int, int] = {}
         for index, (_, _, ins, _) in enumerate(steps):
@@ -89,6 +106,8 @@ class Program:
 
     def run(self, inputs: Sequence[np.ndarray], observer: Observer | None = None) \
             -> list[np.ndarray]:
+        if observer is not None and self.fused:
+            raise ValueError("a fused program cannot observe every value; use fuse=False")
         env: list[np.ndarray | None] = [None] * self.slot_count
         for s, array in self.constants:
             env[s] = array

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -32,10 +33,20 @@ from quantir.dialects import nn
 from quantir.errors import QuantirError
 from quantir.ir import dtype_of, shape_of
 
-__all__ = ["Kernel", "compile_kernel", "erf", "kernel_ops"]
+try:  # Cython hot loops; without them the numpy paths below do the same work, slower.
+    from quantir.runtime import _float_kernels as _compiled
+except ImportError:  # pragma: no cover - depends on the build
+    _compiled = None
+    warnings.warn("quantir: the Cython float kernels are not built; using the slower numpy "
+                  "kernels (reinstall with a C compiler to build them)", stacklevel=2)
+
+__all__ = ["InPlace", "Kernel", "compile_inplace", "compile_kernel", "erf", "kernel_ops"]
 
 Kernel = Callable[..., tuple[np.ndarray, ...]]
 """A compiled op: input arrays in operand order -> one array per result."""
+
+InPlace = Callable[[np.ndarray], None]
+"""A compiled elementwise activation that overwrites its (float32, writable) input."""
 
 _Fn = Callable[..., np.ndarray]
 _Factory = Callable[[IRDLOperation], Kernel]
@@ -604,6 +615,9 @@ def _build_conv(op: IRDLOperation) -> _Fn:
 
         return pointwise
 
+    if cg == 1 and spatial == 2 and dtype == np.float32 and _compiled is not None:
+        return _compiled_depthwise_conv(x_shape, out_shape, m // c, strides, pads_begin,
+                                        dilations)
     plan = _window_plan(x_shape[2:], kernel, strides, pads_begin, dilations, out_shape[2:])
     if cg == 1:
         return _depthwise_conv(plan, x_shape, out_shape, m // c, dtype)
@@ -678,6 +692,24 @@ def _im2col_conv(plan: _WindowPlan, x_shape: tuple[int, ...], out_shape: tuple[i
         return out
 
     return conv
+
+
+def _compiled_depthwise_conv(x_shape: tuple[int, ...], out_shape: tuple[int, ...],
+                             multiplier: int, strides: Sequence[int], pads_begin: Sequence[int],
+                             dilations: Sequence[int]) -> _Fn:
+    """2-d float32 depthwise conv with the Cython direct loop (_float_kernels.pyx)."""
+    assert _compiled is not None
+    no_bias = np.zeros(0, np.float32)
+    out_h, out_w = out_shape[2:]
+
+    def depthwise(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+        return _compiled.depthwise_conv2d(
+            np.ascontiguousarray(x), np.ascontiguousarray(w),
+            no_bias if b is None else np.ascontiguousarray(b), multiplier,
+            strides[0], strides[1], pads_begin[0], pads_begin[1], dilations[0], dilations[1],
+            out_h, out_w)
+
+    return depthwise
 
 
 def _depthwise_conv(plan: _WindowPlan, x_shape: tuple[int, ...], out_shape: tuple[int, ...],
@@ -1106,6 +1138,40 @@ _FACTORIES: dict[type[IRDLOperation], _Factory] = {
 def kernel_ops() -> frozenset[type[IRDLOperation]]:
     """The op classes `compile_kernel` accepts."""
     return frozenset(_FACTORIES)
+
+
+def _inplace_hard_swish(x: np.ndarray) -> None:
+    gate = np.multiply(x, np.float32(1 / 6))
+    gate += np.float32(0.5)
+    np.clip(gate, 0, 1, out=gate)
+    x *= gate
+
+
+def compile_inplace(op: IRDLOperation) -> InPlace | None:
+    """The in-place form of a float32 activation (Relu, Clip, HardSwish), else None.
+
+    The executor's fused plan applies it to a fresh producer output; the values are
+    exactly those of `compile_kernel(op)`.
+    """
+    if _out_dtype(op) != np.float32:
+        return None
+    if isinstance(op, nn.ReluOp):
+        def relu(x: np.ndarray) -> None:
+            np.maximum(x, np.float32(0), out=x)
+
+        return relu
+    if isinstance(op, nn.ClipOp):
+        props = _props(op)
+        low, high = props.float("min", -math.inf), props.float("max", math.inf)
+
+        def clip(x: np.ndarray) -> None:
+            np.clip(x, None if low == -math.inf else low, None if high == math.inf else high,
+                    out=x)
+
+        return clip if math.isfinite(low) or math.isfinite(high) else None
+    if isinstance(op, nn.HardSwishOp):
+        return _inplace_hard_swish
+    return None
 
 
 def compile_kernel(op: IRDLOperation) -> Kernel:

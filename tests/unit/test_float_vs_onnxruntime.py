@@ -132,3 +132,14 @@ def test_observer_sees_every_value() -> None:
     assert seen[0] == ("input", (1, 1, 8, 8))
     assert [name for name, _ in seen[1:]] == [r.name_hint for r in computed]
     assert seen[-1][1] == outputs["logits"].shape
+
+
+@pytest.mark.parametrize("model", ["digits_cnn", "tiny_vit"])
+def test_fused_plan_matches_the_exact_plan(model: str) -> None:
+    """Plain runs fold batch norms and activations; observed runs execute every op."""
+    session = quantir.Session(DATA / f"{model}.onnx", {"input": [16, 1, 8, 8]})
+    assert len(session.fast_program.steps) < len(session.program.steps) or model == "tiny_vit"
+    x = np.load(DATA / "digits_test.npz")["input"][:16]
+    fused = session.run({"input": x})["logits"]
+    exact = session.run({"input": x}, observer=lambda value, array: None)["logits"]
+    assert relative_error(fused, exact) <= 1e-5
