@@ -6,7 +6,7 @@ without copying, and `dense_of` wraps an array's bytes without a Python list.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -218,7 +218,3 @@ def _first_line(message: str) -> str:
             return line
     return lines[-1] if lines else message
 
-
-def ops_named(module: ModuleOp, names: Iterable[str]) -> list:
-    wanted = set(names)
-    return [op for op in module.walk() if op.name in wanted]
