@@ -17,6 +17,8 @@ cdef extern from "_float_simd.h" nogil:
     void quantir_axpy(float* acc, const float* tap, float weight, Py_ssize_t length)
     void quantir_axpy_strided(float* acc, const float* tap, float weight, Py_ssize_t length,
                               Py_ssize_t stride)
+    void quantir_bias_activation(float* y, const float* bias, Py_ssize_t channels,
+                                 Py_ssize_t plane, int kind, float low, float high)
 
 cnp.import_array()
 
@@ -94,3 +96,15 @@ def depthwise_conv2d(const float[:, :, :, ::1] x, const float[:, :, :, ::1] w,
                                                      stride_w)
     return out
 
+
+
+def bias_activation(float[:, :, ::1] y, const float[::1] bias, int kind, float low, float high):
+    """In place: y[n, c, :] = activation(y[n, c, :] + bias[c]) in one pass; `bias` may be
+    empty. kind: 0 identity, 1 relu, 2 clip to [low, high], 3 hard swish (ONNX)."""
+    cdef Py_ssize_t n, batch = y.shape[0], channels = y.shape[1], plane = y.shape[2]
+    cdef const float* b = &bias[0] if bias.shape[0] > 0 else NULL
+    if y.shape[0] == 0 or channels == 0 or plane == 0:
+        return
+    with nogil:
+        for n in range(batch):
+            quantir_bias_activation(&y[n, 0, 0], b, channels, plane, kind, low, high)

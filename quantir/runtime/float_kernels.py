@@ -40,13 +40,13 @@ except ImportError:  # pragma: no cover - depends on the build
     warnings.warn("quantir: the Cython float kernels are not built; using the slower numpy "
                   "kernels (reinstall with a C compiler to build them)", stacklevel=2)
 
-__all__ = ["InPlace", "Kernel", "compile_inplace", "compile_kernel", "erf", "kernel_ops"]
+__all__ = ["InPlace", "Kernel", "compile_epilogue", "compile_kernel", "erf", "kernel_ops"]
 
 Kernel = Callable[..., tuple[np.ndarray, ...]]
 """A compiled op: input arrays in operand order -> one array per result."""
 
 InPlace = Callable[[np.ndarray], None]
-"""A compiled elementwise activation that overwrites its (float32, writable) input."""
+"""A compiled elementwise epilogue that overwrites its (float32, writable) input."""
 
 _Fn = Callable[..., np.ndarray]
 _Factory = Callable[[IRDLOperation], Kernel]
@@ -1147,31 +1147,49 @@ def _inplace_hard_swish(x: np.ndarray) -> None:
     x *= gate
 
 
-def compile_inplace(op: IRDLOperation) -> InPlace | None:
-    """The in-place form of a float32 activation (Relu, Clip, HardSwish), else None.
+# Activation kinds of the compiled epilogue (enum in _float_simd.h).
+_EPILOGUE_KINDS = {type(None): 0, nn.ReluOp: 1, nn.ClipOp: 2, nn.HardSwishOp: 3}
 
-    The executor's fused plan applies it to a fresh producer output; the values are
-    exactly those of `compile_kernel(op)`.
+
+def compile_epilogue(activation: IRDLOperation | None, bias: np.ndarray | None) -> InPlace | None:
+    """In place on a fresh float32 (N, C, ...) array: add `bias` per channel, then apply
+    `activation` (Relu, Clip or HardSwish); None if the activation has no such form.
+
+    One pass with the Cython extension, else numpy; either way the float operations
+    are those of the separate kernels (bias add, then the activation).
     """
-    if _out_dtype(op) != np.float32:
+    if type(activation) not in _EPILOGUE_KINDS:
         return None
-    if isinstance(op, nn.ReluOp):
-        def relu(x: np.ndarray) -> None:
-            np.maximum(x, np.float32(0), out=x)
-
-        return relu
-    if isinstance(op, nn.ClipOp):
-        props = _props(op)
+    if activation is not None and _out_dtype(activation) != np.float32:
+        return None
+    kind = _EPILOGUE_KINDS[type(activation)]
+    low, high = -math.inf, math.inf
+    if isinstance(activation, nn.ClipOp):
+        props = _props(activation)
         low, high = props.float("min", -math.inf), props.float("max", math.inf)
+    bias32 = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+    if _compiled is not None:
+        no_bias = np.zeros(0, np.float32)
 
-        def clip(x: np.ndarray) -> None:
-            np.clip(x, None if low == -math.inf else low, None if high == math.inf else high,
-                    out=x)
+        def compiled_epilogue(y: np.ndarray) -> None:
+            channels = y.shape[1] if y.ndim > 1 else 1
+            _compiled.bias_activation(y.reshape(y.shape[0] if y.ndim > 1 else 1, channels, -1),
+                                      no_bias if bias32 is None else bias32, kind, low, high)
 
-        return clip if math.isfinite(low) or math.isfinite(high) else None
-    if isinstance(op, nn.HardSwishOp):
-        return _inplace_hard_swish
-    return None
+        return compiled_epilogue
+
+    def numpy_epilogue(y: np.ndarray) -> None:
+        if bias32 is not None:
+            y += bias32.reshape(-1, *([1] * (y.ndim - 2)))
+        if kind == 1:
+            np.maximum(y, np.float32(0), out=y)
+        elif kind == 2:
+            np.clip(y, None if low == -math.inf else low, None if high == math.inf else high,
+                    out=y)
+        elif kind == 3:
+            _inplace_hard_swish(y)
+
+    return numpy_epilogue
 
 
 def compile_kernel(op: IRDLOperation) -> Kernel:

@@ -1,11 +1,11 @@
 """Execution-time fusion for float runs that nobody observes.
 
 onnxruntime folds BatchNormalization into the convolution before it and applies
-activations in place; so does the fast plan here. It changes no IR: the module
-stays as imported, and a run with an observer (calibration, debugging) uses the
-exact one-step-per-op plan, since fused steps never materialise the intermediate
-tensors. Folded weights round differently from a separate batch norm (about 1e-7
-relative), as in onnxruntime.
+the bias and the activation in the convolution's epilogue; so does the fast plan
+here. It changes no IR: the module stays as imported, and a run with an observer
+(calibration, debugging) uses the exact one-step-per-op plan, since fused steps
+never materialise the intermediate tensors. Folded weights round differently from
+a separate batch norm (about 1e-7 relative), as in onnxruntime.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from xdsl.dialects.builtin import f32
 from xdsl.ir import Operation, SSAValue
 
 from quantir.dialects import nn
@@ -24,6 +25,17 @@ Kernel = Callable[..., tuple[np.ndarray, ...]]
 # activation may overwrite it (views from reshape / slice / transpose never qualify).
 FRESH_OUTPUT_OPS = (nn.ConvOp, nn.GemmOp, nn.MatMulOp, nn.BatchNormOp, nn.AddOp, nn.SubOp,
                     nn.MulOp, nn.DivOp)
+ACTIVATIONS = (nn.ReluOp, nn.ClipOp, nn.HardSwishOp)
+
+
+@dataclass
+class ConvParts:
+    """A convolution step's pieces: the bias and activation run as its epilogue."""
+
+    kernel: Kernel
+    weight: np.ndarray
+    bias: np.ndarray | None
+    activation: Operation | None = None
 
 
 @dataclass
@@ -33,6 +45,7 @@ class PlannedStep:
     inputs: list[SSAValue]
     outputs: list[SSAValue]
     ops: tuple[Operation, ...]  # every op the step computes, in order
+    conv: ConvParts | None = None
 
 
 def plan_steps(ops: Sequence[Operation], compile_kernel: Callable[[Operation], Kernel],
@@ -41,12 +54,17 @@ def plan_steps(ops: Sequence[Operation], compile_kernel: Callable[[Operation], K
     steps: list[PlannedStep] = []
     producer: dict[SSAValue, PlannedStep] = {}
     for op in ops:
+        # A batch norm or activation joins its producer's step (wherever that stands:
+        # the producer's result has no other reader, so nothing in between needs it).
         step = None
         if fuse:
-            step = _fold_batch_norm(op, producer, compile_kernel, constant) \
-                or _fuse_activation(op, producer)
+            step = _fold_batch_norm(op, producer, constant) or _fuse_activation(op, producer)
         if step is None:
-            step = PlannedStep(op, compile_kernel(op), list(op.operands), list(op.results), (op,))
+            if fuse:
+                step = _conv_step(op, compile_kernel, constant)
+            if step is None:
+                step = PlannedStep(op, compile_kernel(op), list(op.operands), list(op.results),
+                                   (op,))
             steps.append(step)
         for result in step.outputs:
             producer[result] = step
@@ -63,69 +81,94 @@ def _constant_owner(value: SSAValue) -> nn.ConstantOp | None:
     return owner if isinstance(owner, nn.ConstantOp) else None
 
 
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False  # lets the conv kernel cache its weight layout
+    return array
+
+
+def _conv_step(op: Operation, compile_kernel: Callable[[Operation], Kernel],
+               constant: Callable[[Operation], np.ndarray]) -> PlannedStep | None:
+    """A float32 conv with constant weights, its bias moved to the epilogue."""
+    if not isinstance(op, nn.ConvOp) or op.results[0].type.element_type != f32:
+        return None
+    owners = [_constant_owner(v) for v in op.operands[1:]]
+    if any(owner is None for owner in owners):
+        return None
+    weight, *bias = [constant(owner) for owner in owners]  # type: ignore[arg-type]
+    parts = ConvParts(compile_kernel(op), weight, bias[0] if bias else None)
+    step = PlannedStep(op, _conv_kernel(parts), [op.operands[0]], list(op.results), (op,), parts)
+    return step
+
+
+def _conv_kernel(parts: ConvParts) -> Kernel:
+    from quantir.runtime.float_kernels import compile_epilogue
+
+    epilogue = compile_epilogue(parts.activation, parts.bias)
+    assert epilogue is not None
+    conv, weight = parts.kernel, parts.weight
+
+    def conv_with_epilogue(x: np.ndarray) -> tuple[np.ndarray, ...]:
+        (y,) = conv(x, weight)
+        if not (y.flags.writeable and y.flags.c_contiguous):
+            y = np.array(y, dtype=np.float32)
+        epilogue(y)
+        return (y,)
+
+    return conv_with_epilogue
+
+
 def _fold_batch_norm(op: Operation, producer: dict[SSAValue, PlannedStep],
-                     compile_kernel: Callable[[Operation], Kernel],
                      constant: Callable[[Operation], np.ndarray]) -> PlannedStep | None:
-    """conv (constant weights) -> batch_norm (constant parameters): one conv step."""
+    """conv -> batch_norm (constant parameters): the batch norm folds into the conv."""
     if not isinstance(op, nn.BatchNormOp):
         return None
     step = producer.get(op.operands[0])
-    if step is None or len(step.ops) != 1 or not isinstance(step.ops[0], nn.ConvOp):
+    if step is None or step.conv is None or len(step.ops) != 1 \
+            or not _sole_user(op.operands[0], op):
         return None
-    conv = step.ops[0]
-    if not _sole_user(conv.results[0], op):
-        return None
-    owners = [_constant_owner(v) for v in (*conv.operands[1:], *op.operands[1:])]
+    owners = [_constant_owner(v) for v in op.operands[1:]]
     if any(owner is None for owner in owners):
         return None
-    weight, *rest = [constant(owner) for owner in owners]  # type: ignore[arg-type]
-    bias = rest[0] if len(conv.operands) == 3 else None
-    scale, shift, mean, var = rest[-4:]
+    scale, shift, mean, var = [constant(owner) for owner in owners]  # type: ignore[arg-type]
+    parts = step.conv
     factor = scale.astype(np.float32) / np.sqrt(var.astype(np.float32)
                                                 + np.float32(op.props.float("epsilon")))
-    folded_weight = (weight * factor.reshape(-1, *([1] * (weight.ndim - 1)))).astype(np.float32)
-    base = bias if bias is not None else np.zeros_like(factor)
-    folded_bias = ((base - mean) * factor + shift).astype(np.float32)
-    for array in (folded_weight, folded_bias):
-        array.flags.writeable = False  # lets the conv kernel cache its weight layout
-    conv_kernel = compile_kernel(conv)
-
-    def conv_batch_norm(x: np.ndarray) -> tuple[np.ndarray, ...]:
-        return conv_kernel(x, folded_weight, folded_bias)
-
-    step.kernel = conv_batch_norm
-    step.inputs = [conv.operands[0]]
-    step.outputs = list(op.results)
-    step.op = op
-    step.ops = (conv, op)
+    parts.weight = _read_only((parts.weight * factor.reshape(-1, *([1] * (parts.weight.ndim - 1))))
+                              .astype(np.float32))
+    base = parts.bias if parts.bias is not None else np.zeros_like(factor)
+    parts.bias = ((base - mean) * factor + shift).astype(np.float32)
+    step.kernel = _conv_kernel(parts)
+    step.outputs, step.op, step.ops = list(op.results), op, (*step.ops, op)
     return step
 
 
 def _fuse_activation(op: Operation, producer: dict[SSAValue, PlannedStep]) -> PlannedStep | None:
     """producer -> relu / clip / hard_swish: the activation overwrites the fresh output."""
-    from quantir.runtime.float_kernels import compile_inplace
+    from quantir.runtime.float_kernels import compile_epilogue
 
-    if not isinstance(op, nn.ReluOp | nn.ClipOp | nn.HardSwishOp):
+    if not isinstance(op, ACTIVATIONS):
         return None
     step = producer.get(op.operands[0])
-    if step is None or len(step.outputs) != 1 or not isinstance(step.ops[-1], FRESH_OUTPUT_OPS):
+    if step is None or len(step.outputs) != 1 or not isinstance(step.ops[-1], FRESH_OUTPUT_OPS) \
+            or not _sole_user(op.operands[0], op):
         return None
-    if not _sole_user(op.operands[0], op):
-        return None
-    activation = compile_inplace(op)
-    if activation is None:
-        return None
-    inner = step.kernel
+    if step.conv is not None and step.conv.activation is None:
+        step.conv.activation = op
+        step.kernel = _conv_kernel(step.conv)
+    else:
+        epilogue = compile_epilogue(op, None)
+        if epilogue is None:
+            return None
+        inner = step.kernel
 
-    def with_activation(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-        (result,) = inner(*arrays)
-        if not result.flags.writeable or result.dtype != np.float32:
-            result = np.array(result, dtype=np.float32)
-        activation(result)
-        return (result,)
+        def with_activation(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+            (result,) = inner(*arrays)
+            if not (result.flags.writeable and result.flags.c_contiguous) \
+                    or result.dtype != np.float32:
+                result = np.array(result, dtype=np.float32)
+            epilogue(result)
+            return (result,)
 
-    step.kernel = with_activation
-    step.outputs = list(op.results)
-    step.op = op
-    step.ops = (*step.ops, op)
+        step.kernel = with_activation
+    step.outputs, step.op, step.ops = list(op.results), op, (*step.ops, op)
     return step

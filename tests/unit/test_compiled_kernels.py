@@ -59,3 +59,32 @@ def test_package_works_without_the_extension() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "2"
     assert "Cython float kernels are not built" in result.stderr
+
+
+@settings(max_examples=100, deadline=None)
+@given(shape=st.tuples(st.integers(1, 2), st.integers(1, 5), st.integers(1, 37)),
+       kind=st.sampled_from([0, 1, 2, 3]), with_bias=st.booleans(), seed=st.integers(0, 2**31))
+def test_bias_activation_matches_numpy(shape, kind, with_bias, seed) -> None:
+    """One-pass bias + activation equals numpy's bias add then activation, bit for bit
+    (ReLU may differ in the sign of a zero result), NaN and infinities included."""
+    rng = np.random.default_rng(seed)
+    y = (rng.standard_normal(shape) * 8).astype(np.float32)
+    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 3.0, -3.0], np.float32)
+    y.reshape(-1)[: min(y.size, 7)] = specials[: min(y.size, 7)]
+    bias = rng.standard_normal(shape[1]).astype(np.float32)
+    expected = y.copy()
+    if with_bias:
+        expected += bias.reshape(-1, 1)
+    if kind == 1:
+        np.maximum(expected, np.float32(0), out=expected)
+    elif kind == 2:
+        np.clip(expected, -1.5, 6, out=expected)
+    elif kind == 3:
+        with np.errstate(invalid="ignore"):  # -inf * 0 is NaN, as in onnxruntime
+            float_kernels._inplace_hard_swish(expected)
+    actual = y.copy()
+    compiled.bias_activation(actual, bias if with_bias else np.zeros(0, np.float32), kind,
+                             -1.5, 6)
+    same = (actual.view(np.int32) == expected.view(np.int32)) | (
+        (actual == 0) & (expected == 0))
+    assert same.all(), (actual[~same], expected[~same])
