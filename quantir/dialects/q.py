@@ -43,6 +43,8 @@ from types import MappingProxyType
 from xdsl.dialects.builtin import (
     ArrayAttr,
     DenseArrayBase,
+    DenseIntOrFPElementsAttr,
+    DenseResourceAttr,
     Float16Type,
     Float32Type,
     FloatData,
@@ -69,9 +71,9 @@ from xdsl.irdl import (
     result_def,
     traits_def,
 )
-from xdsl.parser import AttrParser
+from xdsl.parser import AttrParser, Parser
 from xdsl.printer import Printer
-from xdsl.traits import Pure
+from xdsl.traits import ConstantLike, Pure
 from xdsl.utils.exceptions import VerifyException
 from xdsl.utils.lexer import Position
 
@@ -699,8 +701,71 @@ def _int_values(attr: Attribute) -> tuple[int, ...]:
     return (attr.value.data,)
 
 
+@irdl_op_definition
+class ConstantOp(IRDLOperation):
+    """A quantized weight: its integers (`value`, storage bits widened to 8 for 4-bit
+    storage) as a tensor of the quantized type. Text:
+
+        %w = q.constant dense<"0x..."> : tensor<8x3xi8> {onnx_name = "w"}
+               : tensor<8x3x!q.uniform<i8:f32, 0.1:0>>
+    """
+
+    name = "q.constant"
+    onnx_name = prop_def(StringAttr)
+    value = prop_def(DenseIntOrFPElementsAttr | DenseResourceAttr)
+    output = result_def(TensorType)
+    traits = traits_def(Pure(), ConstantLike())
+
+    def __init__(self, value: DenseIntOrFPElementsAttr, result: TensorType, onnx_name: str):
+        super().__init__(result_types=[result],
+                         properties={"value": value, "onnx_name": StringAttr(onnx_name)})
+
+    @property
+    def node_name(self) -> str:
+        return self.onnx_name.data
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_attribute(self.value)
+        printer.print_string(" ")
+        printer.print_attr_dict({"onnx_name": self.onnx_name})
+        printer.print_string(" : ")
+        printer.print_attribute(self.output.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> ConstantOp:
+        value = parser.parse_attribute()
+        if not isinstance(value, DenseIntOrFPElementsAttr | DenseResourceAttr):
+            parser.raise_error("q.constant expects a dense or dense_resource value")
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        result = parser.parse_type()
+        return cls.create(result_types=[result], properties={"value": value, **attrs})
+
+    def verify_(self) -> None:
+        result = self.output.type
+        assert isinstance(result, TensorType)
+        element = result.element_type
+        name = f"q.constant '{self.node_name}'"
+        if not isinstance(element, QuantizedType):
+            raise VerifyException(f"{name}: result must be a tensor of a quantized type")
+        if problem := quantized_tensor_problem(result):
+            raise VerifyException(f"{name}: {problem}")
+        value_type = self.value.type
+        assert isinstance(value_type, TensorType)
+        if tuple(value_type.get_shape()) != tuple(result.get_shape()):
+            raise VerifyException(f"{name}: value shape {list(value_type.get_shape())} differs "
+                                  f"from the result shape {list(result.get_shape())}")
+        storage = value_type.element_type
+        if not isinstance(storage, IntegerType) or \
+                storage.width.data != max(element.storage_bits, 8) or \
+                (storage.signedness.data == Signedness.UNSIGNED) == element.is_signed:
+            raise VerifyException(f"{name}: value element type {storage} does not hold "
+                                  f"{element.storage_name} storage")
+
+
 Q = Dialect(
     "q",
-    [QuantizeOp, DequantizeOp, RequantOp, PrecisionChangeOp],
+    [ConstantOp, QuantizeOp, DequantizeOp, RequantOp, PrecisionChangeOp],
     [UniformQuantizedType, PerAxisQuantizedType],
 )

@@ -8,7 +8,10 @@ and from `quantir-opt -p`. A few generic xDSL passes are registered too.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
+from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass, PassPipeline, PassPipelineCallbackType
 
@@ -21,6 +24,18 @@ def _fold_constants() -> type[ModulePass]:
     return FoldConstantsPass
 
 
+def _calibrate() -> type[ModulePass]:
+    from quantir.passes.calibrate import CalibratePass
+
+    return CalibratePass
+
+
+def _quantize() -> type[ModulePass]:
+    from quantir.passes.quantize import QuantizePass
+
+    return QuantizePass
+
+
 def available_passes() -> dict[str, Callable[[], type[ModulePass]]]:
     """Pass name -> factory of its class (factories keep imports lazy for fast CLIs)."""
     from xdsl.transforms import get_all_passes
@@ -29,6 +44,8 @@ def available_passes() -> dict[str, Callable[[], type[ModulePass]]]:
     passes: dict[str, Callable[[], type[ModulePass]]] = {
         name: generic[name] for name in ("canonicalize", "cse", "dce")}
     passes["fold-constants"] = _fold_constants
+    passes["calibrate"] = _calibrate
+    passes["quantize"] = _quantize
     return passes
 
 
@@ -45,12 +62,38 @@ def parse_pipeline(spec: str, callback: PassPipelineCallbackType | None = None) 
         raise PipelineError(f"bad pass pipeline '{spec}': {detail}") from error
 
 
-def compile(module: ModuleOp, pipeline: str) -> ModuleOp:  # noqa: A001 - the public name
-    """Run a pipeline on a module in place (verifying after each pass) and return it."""
+@dataclass
+class QuantirContext(Context):
+    """The pipeline's context, carrying the handles that data-driven passes read.
+
+    `calibration`: calibration samples (anything `calibrate` accepts as data);
+    `config`: a `QuantConfig` (per-layer precision, calibration settings, overrides).
+    A pass never takes such data from a global: from here, or from its own options.
+    """
+
+    calibration: Any = None
+    config: Any = None
+
+
+def pipeline_context(calibration: Any = None, config: Any = None) -> QuantirContext:
     from quantir.ir import quantir_context
+
+    ctx = QuantirContext(calibration=calibration, config=config)
+    for dialect in quantir_context().loaded_dialects:
+        ctx.load_dialect(dialect)
+    return ctx
+
+
+def compile(module: ModuleOp, pipeline: str, *, calibration: Any = None,  # noqa: A001
+            config: Any = None) -> ModuleOp:
+    """Run a pipeline on a module in place (verifying after each pass) and return it.
+
+    `calibration` and `config` are the handles for data-driven passes (calibrate,
+    quantize, bias correction): see `QuantirContext`.
+    """
 
     def verify(_previous: ModulePass | None, op: ModuleOp, _next: ModulePass | None) -> None:
         op.verify()
 
-    parse_pipeline(pipeline, verify).apply(quantir_context(), module)
+    parse_pipeline(pipeline, verify).apply(pipeline_context(calibration, config), module)
     return module

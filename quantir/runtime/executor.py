@@ -15,7 +15,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, ModuleOp
 from xdsl.ir import Operation, SSAValue
 
-from quantir.dialects import nn
+from quantir.dialects import nn, q
 from quantir.errors import ModelError, QuantirError
 from quantir.ir import array_of, is_elided
 
@@ -44,6 +44,11 @@ def main_function(module: ModuleOp) -> func.FuncOp:
 
 
 def default_kernel(op: Operation) -> Kernel:
+    """Float kernels for nn ops, fake-quantization kernels for q ops."""
+    if op.name.startswith("q."):
+        from quantir.runtime import q_kernels
+
+        return q_kernels.compile_kernel(op)
     from quantir.runtime.float_kernels import compile_kernel
 
     return compile_kernel(op)
@@ -76,14 +81,14 @@ class Program:
 
         def constant(op: Operation) -> np.ndarray:
             if op not in arrays:
-                assert isinstance(op, nn.ConstantOp)
+                assert isinstance(op, nn.ConstantOp | q.ConstantOp)
                 arrays[op] = constant_array(op)
             return arrays[op]
 
         for op in function.body.block.ops:
             if isinstance(op, func.ReturnOp):
                 self.results = [slot(v) for v in op.operands]
-            elif isinstance(op, nn.ConstantOp):
+            elif isinstance(op, nn.ConstantOp | q.ConstantOp):
                 self.constants.append((slot(op.results[0]), constant(op)))
             else:
                 computed.append(op)
@@ -132,7 +137,7 @@ class Program:
         return [env[s] for s in self.results]  # type: ignore[misc]
 
 
-def constant_array(op: nn.ConstantOp) -> np.ndarray:
+def constant_array(op: nn.ConstantOp | q.ConstantOp) -> np.ndarray:
     value = op.value
     if is_elided(value):
         raise ModelError(f"constant '{op.node_name}' was elided when the module was printed; "

@@ -36,7 +36,74 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output-dir", required=True, help="directory for the outputs")
     run.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     run.set_defaults(handler=command_run)
+
+    quantize = commands.add_parser(
+        "quantize", help="calibrate and quantize an ONNX model",
+        description="Writes OUTDIR/model.q.mlir (the quantization-annotated module), "
+                    "OUTDIR/encodings.json (AIMET format) and prints a per-layer summary.")
+    quantize.add_argument("model", help="an .onnx model")
+    quantize.add_argument("--calib", required=True, metavar="DATA",
+                          help=".npy, .npz, a directory of .npy files or a QNN input list")
+    quantize.add_argument("-o", "--output-dir", required=True)
+    quantize.add_argument("--script", help="a model script (Hailo .alls syntax)")
+    quantize.add_argument("--overrides", help="a QNN / AIMET quantization overrides JSON")
+    quantize.add_argument("--precision", help="default precision mode (a8_w8, a8_w4, a16_w16, "
+                                              "a16_w16_a8, ...)")
+    quantize.add_argument("--calib-method",
+                          help="minmax, moving_average, mse, entropy or percentile")
+    quantize.add_argument("--calibset-size", type=int, help="samples to calibrate on")
+    quantize.add_argument("--batch-size", type=int, help="calibration batch size")
+    quantize.add_argument("--weights", choices=["per-channel", "per-tensor"])
+    quantize.add_argument("--activations", choices=["asymmetric", "symmetric"])
+    quantize.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
+                          help="fix an ONNX input's dynamic dimensions (default batch 1)")
+    quantize.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    quantize.set_defaults(handler=command_quantize)
     return parser
+
+
+def command_quantize(args: argparse.Namespace) -> None:
+    import json
+    import tempfile
+
+    from quantir.ir import print_module
+    from quantir.passes.presets import quantize_model
+    from quantir.passes.qconfig import QuantConfig
+
+    config = QuantConfig.build(
+        precision=args.precision, weights=args.weights, activations=args.activations,
+        script=args.script, overrides=args.overrides, method=args.calib_method,
+        calibset_size=args.calibset_size, batch_size=args.batch_size)
+    result = quantize_model(args.model, args.calib, config,
+                            parse_shape_args(args.input_shape) or None)
+    activations, params = result.encodings()
+    texts = {
+        "model.q.mlir": print_module(result.module, elide_limit=None),
+        "encodings.json": json.dumps({"version": "0.6.1", "activation_encodings": activations,
+                                      "param_encodings": params}, indent=2) + "\n",
+    }
+    # Everything is computed before anything is written; files appear whole or not at all.
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".quantir-") as staging:
+        for name, text in texts.items():
+            (Path(staging) / name).write_text(text)
+        for name in texts:
+            (Path(staging) / name).replace(out / name)
+    print_summary(result.summary())
+    for name in texts:
+        print(f"wrote {out / name}")
+
+
+def print_summary(rows: Sequence) -> None:  # type: ignore[type-arg]
+    headers = ("layer", "op", "precision", "output scale", "weight scales", "set by")
+    table = [(r.layer, r.op, r.precision, r.output_scale, r.weight_scales, r.source)
+             for r in rows]
+    widths = [max(len(h), *(len(str(row[i])) for row in table)) if table else len(h)
+              for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    for row in table:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
 
 
 def command_run(args: argparse.Namespace) -> None:

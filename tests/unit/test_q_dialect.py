@@ -88,7 +88,7 @@ def expect_verify_error(match: str, op_text: str, *args: str) -> None:
 def test_dialect_registers_ops_and_types() -> None:
     assert Q.name == "q"
     assert {op.name for op in Q.operations} == {
-        "q.quantize", "q.dequantize", "q.requant", "q.precision_change"}
+        "q.constant", "q.quantize", "q.dequantize", "q.requant", "q.precision_change"}
     assert {attr.name for attr in Q.attributes} == {"q.uniform", "q.per_axis"}
 
 

@@ -1,0 +1,136 @@
+"""The main job, as a sound pass order: import, calibrate, quantize (`quantir quantize`).
+
+    result = quantize_model("model.onnx", "calib.npz", QuantConfig.build(precision="a8_w8"))
+    result.module            # the quantization-annotated module (runs in quantir.Session)
+    result.encodings()       # AIMET-format activation / param encodings
+    result.summary()         # one row per layer: name, op, precision, scales
+
+Calibration runs on an import at the calibration batch size (dynamic batch models
+only); the ranges then move by ONNX node name onto the batch-1 import that is
+quantized and written.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+from xdsl.dialects.builtin import ModuleOp
+
+from quantir.dialects import q
+from quantir.frontend.onnx_import import _ssa_name, import_onnx, load_onnx
+from quantir.passes import compile
+from quantir.passes.ranges import copy_ranges
+from quantir.runtime.executor import main_function
+
+
+@dataclass
+class SummaryRow:
+    layer: str
+    op: str
+    precision: str
+    source: str
+    output_scale: str
+    weight_scales: str
+
+
+@dataclass
+class QuantizationResult:
+    module: ModuleOp
+    config: Any
+    tensor_names: dict[str, str]  # SSA name hint -> ONNX tensor name
+
+    def encodings(self) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
+        """AIMET-format (activation_encodings, param_encodings)."""
+        from quantir.passes.encodings_file import entries_for_type
+
+        activations: dict[str, list[dict]] = {}
+        params: dict[str, list[dict]] = {}
+        for op in self.module.walk():
+            if isinstance(op, q.QuantizeOp):
+                name = self.tensor_names.get(op.input.name_hint or "", op.input.name_hint
+                                             or op.node_name)
+                activations[name] = entries_for_type(op.output.type.element_type)
+            elif isinstance(op, q.ConstantOp):
+                params[op.node_name] = entries_for_type(op.output.type.element_type)
+        return activations, params
+
+    def summary(self) -> list[SummaryRow]:
+        from quantir.passes.quantize import op_kind
+
+        rows = []
+        quantized_outputs = {op.input: op for op in self.module.walk()
+                             if isinstance(op, q.QuantizeOp)}
+        function = main_function(self.module)
+        for op in function.body.block.ops:
+            if not hasattr(op, "node_name") or op.name.startswith("q.") \
+                    or op.name == "nn.constant":
+                continue
+            layer = self.config.layer(op.node_name, op_kind(op))
+            output = next((quantized_outputs[r] for r in op.results if r in quantized_outputs),
+                          None)
+            weights = [operand.owner.input.type.element_type for operand in op.operands
+                       if isinstance(operand.owner, q.DequantizeOp)
+                       and isinstance(operand.owner.input.owner, q.ConstantOp)]
+            rows.append(SummaryRow(
+                op.node_name, op_kind(op), "float" if layer.float_fallback else
+                str(layer.precision), layer.source,
+                _scales(output.output.type.element_type) if output is not None else "-",
+                _scales(weights[0]) if weights else "-"))
+        return rows
+
+
+def _scales(element: q.QuantizedType) -> str:
+    scales = element.scales
+    low, high = min(scales), max(scales)
+    text = f"{low:.3g}" if math.isclose(low, high) else f"{low:.3g}..{high:.3g}"
+    return f"{text} ({element.storage_name})"
+
+
+def quantize_model(model: str | Path, calibration: Any, config: Any,
+                   input_shapes: Mapping[str, Sequence[int]] | None = None) \
+        -> QuantizationResult:
+    """Import, calibrate and quantize an ONNX model (nothing is written)."""
+    settings = config.calibration
+    calibration_shapes = _batched_shapes(model, input_shapes, settings.batch_size,
+                                         settings.calibset_size)
+    calibrated = import_onnx(model, calibration_shapes)
+    compile(calibrated, "calibrate", calibration=calibration, config=config)
+    module = import_onnx(model, input_shapes)
+    copy_ranges(main_function(calibrated), main_function(module))
+    passes = ["quantize"]
+    compile(module, ",".join(passes), config=config)
+    return QuantizationResult(module, config, _tensor_names(load_onnx(model)))
+
+
+def _batched_shapes(model: str | Path, input_shapes: Mapping[str, Sequence[int]] | None,
+                    batch_size: int, calibset_size: int | None) -> dict[str, list[int]] | None:
+    """Input shapes with a dynamic batch set to the calibration batch size (when that
+    divides the calibration set; else the batch stays as given, 1 by default)."""
+    shapes = {name: list(shape) for name, shape in (input_shapes or {}).items()}
+    if batch_size <= 1 or (calibset_size and calibset_size % batch_size):
+        return shapes or None
+    graph = load_onnx(model).graph
+    initializers = {init.name for init in graph.initializer}
+    for graph_input in graph.input:
+        dims = graph_input.type.tensor_type.shape.dim
+        if graph_input.name in initializers or not dims or dims[0].HasField("dim_value"):
+            continue
+        base = shapes.get(graph_input.name) or [d.dim_value for d in dims]
+        if all(base[1:]):  # other dynamic dimensions need sizes from the user
+            shapes[graph_input.name] = [batch_size, *base[1:]]
+    return shapes or None
+
+
+def _tensor_names(model: onnx.ModelProto) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for graph_input in model.graph.input:
+        names.setdefault(_ssa_name(graph_input.name) or "", graph_input.name)
+    for node in model.graph.node:
+        for output in node.output:
+            names.setdefault(_ssa_name(output) or "", output)
+    return names

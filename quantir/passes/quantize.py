@@ -1,0 +1,381 @@
+"""`quantize`: float `nn` module + calibrated ranges -> quantization-annotated module.
+
+What it does, per the configuration (QuantConfig from the pipeline, or the options):
+
+* Layers. A conv / conv_transpose / gemm / matmul / add followed by batch norm and
+  an activation (ReLU, Clip, HardSwish, ...) is one layer: only its last tensor is
+  quantized (the accelerator never writes the intermediate ones). Data-movement ops
+  (reshape, transpose, slice, max_pool, ...) keep their input's encoding.
+* Activations. Every other float tensor gets `q.quantize` at its producer's output
+  width; each consumer reads it through `q.dequantize`. Where a consumer takes
+  another width than the producer writes, a `q.precision_change` sits between them,
+  carrying both layer names and the configuration lines that chose the widths.
+* Weights become `q.constant`s (symmetric; per channel along the output channels by
+  default), biases int32 at s_x * s_w (16-bit with their own scale under
+  `double_scale_initialization`), other float constants per tensor.
+* Layers left in float keep float inputs (their producers' values dequantized) and
+  float outputs. Overrides (AIMET / QNN JSON) replace calibrated encodings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, TensorType
+from xdsl.ir import Block, BlockArgument, Operation, OpResult, SSAValue
+from xdsl.passes import ModulePass
+
+from quantir.dialects import nn, q
+from quantir.dialects.q_math import Encoding, encoding_from_range, quantize_array
+from quantir.errors import QuantirError
+from quantir.ir import array_of, dense_of
+from quantir.passes.calibrate import value_label
+from quantir.passes.ranges import get_range
+from quantir.runtime.executor import main_function
+
+INT32_MAX = 2**31 - 1
+
+ANCHORS = (nn.ConvOp, nn.ConvTransposeOp, nn.GemmOp, nn.MatMulOp, nn.AddOp, nn.SubOp)
+"""Ops that start a layer: batch norm and an activation after them belong to it."""
+FOLDED_NORMS = (nn.BatchNormOp,)
+FUSED_ACTIVATIONS = (nn.ReluOp, nn.ClipOp, nn.LeakyReluOp, nn.HardSwishOp, nn.HardSigmoidOp,
+                     nn.SigmoidOp, nn.PReluOp, nn.GeluOp)
+PASSTHROUGH = (nn.ReshapeOp, nn.TransposeOp, nn.SliceOp, nn.SplitOp, nn.ExpandOp, nn.MaxPoolOp,
+               nn.PadOp, nn.GatherOp)
+"""Data movement: the output takes the input's encoding (no requantization)."""
+WEIGHTED = (nn.ConvOp, nn.ConvTransposeOp, nn.GemmOp, nn.MatMulOp)
+
+
+def op_kind(op: Operation) -> str:
+    """`conv`, `matmul`, ... (the nn op name without its dialect)."""
+    return op.name.split(".", 1)[-1]
+
+
+@dataclass(frozen=True)
+class QuantizePass(ModulePass):
+    """Annotate a calibrated float module with q ops. Options left unset come from the
+    pipeline's QuantConfig; without one they build it (precision a8_w8, per-channel
+    symmetric weights, asymmetric activations, a model script, an overrides JSON)."""
+
+    name = "quantize"
+
+    precision: str | None = None
+    weights: str | None = None
+    activations: str | None = None
+    script: str | None = None
+    overrides: str | None = None
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        config = self.config(getattr(ctx, "config", None))
+        _Quantizer(config, main_function(op)).run()
+
+    def config(self, given: object):  # type: ignore[no-untyped-def]
+        from quantir.passes.qconfig import QuantConfig
+
+        if given is not None and not any((self.precision, self.weights, self.activations,
+                                          self.script, self.overrides)):
+            return given
+        return QuantConfig.build(precision=self.precision, weights=self.weights,
+                                 activations=self.activations, script=self.script,
+                                 overrides=self.overrides, base=given)
+
+
+class _Quantizer:
+    def __init__(self, config, function: func.FuncOp):  # type: ignore[no-untyped-def]
+        self.config = config
+        self.function = function
+        self.block: Block = function.body.block
+        self.layer_of: dict[Operation, Operation] = {}  # op -> the anchor of its layer
+        self.internal: set[SSAValue] = set()  # tensors inside a layer: never quantized
+        self.encodings: dict[SSAValue, Encoding] = {}
+        self.dequantized: dict[tuple[SSAValue, int], SSAValue] = {}
+
+    # -- configuration -----------------------------------------------------------------
+
+    def layer(self, op: Operation):  # type: ignore[no-untyped-def]
+        anchor = self.layer_of.get(op, op)
+        return self.config.layer(getattr(anchor, "node_name", ""), op_kind(anchor))
+
+    def in_float(self, op: Operation) -> bool:
+        return isinstance(op, nn.NNOperation) and self.layer(op).float_fallback
+
+    # -- the pass ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        ops = [op for op in self.block.ops if isinstance(op, nn.NNOperation)
+               and not isinstance(op, nn.ConstantOp)]
+        self.group_layers(ops)
+        for arg in self.block.args:
+            self.quantize_value(arg)
+        for op in ops:
+            # Members of a layer (its batch norm, its activation) fold into the anchor.
+            if not self.in_float(op) and op not in self.layer_of:
+                self.quantize_constants(op)
+            for result in op.results:
+                self.quantize_value(result)
+
+    def group_layers(self, ops: Sequence[Operation]) -> None:
+        for op in ops:
+            if not isinstance(op, ANCHORS):
+                continue
+            current = op
+            allowed: tuple[type, ...] = (*FOLDED_NORMS, *FUSED_ACTIVATIONS) \
+                if isinstance(op, WEIGHTED) else FUSED_ACTIVATIONS
+            while True:
+                uses = list(current.results[0].uses)
+                if len(current.results) != 1 or len(uses) != 1:
+                    break
+                user = uses[0].operation
+                if not isinstance(user, allowed) or uses[0].index != 0:
+                    break
+                self.internal.add(current.results[0])
+                self.layer_of[user] = op
+                current = user
+                allowed = FUSED_ACTIVATIONS if isinstance(user, FOLDED_NORMS) else ()
+
+    # -- activations -------------------------------------------------------------------
+
+    def quantize_value(self, value: SSAValue) -> None:
+        if value in self.internal or not _is_float_tensor(value):
+            return
+        producer = value.op if isinstance(value, OpResult) else None
+        if producer is not None and self.in_float(producer):
+            return
+        consumers = [use.operation for use in value.uses
+                     if not isinstance(use.operation, func.ReturnOp)]
+        encoding = self.activation_encoding(value, producer, consumers)
+        if encoding is None:
+            return
+        self.encodings[value] = encoding
+        name = _value_name(value)
+        quantize = q.QuantizeOp(value, encoding.to_type(), name)
+        if producer is None:
+            self.block.insert_op_before(quantize, self.block.first_op)  # type: ignore[arg-type]
+        else:
+            self.block.insert_op_after(quantize, producer)
+        for use in list(value.uses):
+            if use.operation is quantize:
+                continue
+            bits = self.input_bits(use.operation, encoding)
+            use.operation.operands[use.index] = self.read(quantize.results[0], value, bits,
+                                                          use.operation)
+
+    def activation_encoding(self, value: SSAValue, producer: Operation | None,
+                            consumers: list[Operation]) -> Encoding | None:
+        override = self.override("activation", value)
+        if override is not None and override.is_float:
+            return None
+        if override is not None and override.has_range:
+            return override.encoding()
+        if isinstance(producer, PASSTHROUGH) and override is None:
+            source = self.encodings.get(producer.operands[0])
+            if source is not None:
+                return source
+        found = get_range(value)
+        if found is None:
+            raise QuantirError(f"quantize: {value_label(value)} has no calibrated range; run "
+                               "the calibrate pass first (quantir quantize does)")
+        if producer is not None:
+            layer = self.layer(producer)
+            bits, symmetric = layer.precision.output_bits, layer.activations == "symmetric"
+        else:
+            layers = [self.layer(c) for c in consumers if isinstance(c, nn.NNOperation)] \
+                or [self.config.layer("", "")]
+            bits = max(layer.precision.activation_bits for layer in layers)
+            symmetric = any(layer.activations == "symmetric" for layer in layers)
+        if override is not None:  # a width-only entry: the calibrated range at that width
+            bits, symmetric = override.bits, override.symmetric
+        return encoding_from_range(*found, bits=bits, symmetric=symmetric)
+
+    def input_bits(self, consumer: Operation, encoding: Encoding) -> int:
+        """The width a consumer reads: its layer's input width (float layers and data
+        movement read whatever the producer wrote)."""
+        if not isinstance(consumer, nn.NNOperation) or self.in_float(consumer) \
+                or isinstance(consumer, PASSTHROUGH):
+            return encoding.bits
+        return self.layer(consumer).precision.activation_bits
+
+    def read(self, quantized: SSAValue, value: SSAValue, bits: int,
+             consumer: Operation) -> SSAValue:
+        """The dequantized value at `bits` (one q.dequantize per width, shared)."""
+        key = (value, bits)
+        if key in self.dequantized:
+            return self.dequantized[key]
+        encoding = target = self.encodings[value]
+        source = quantized
+        anchor = quantized.op  # type: ignore[attr-defined]
+        if bits != encoding.bits:
+            found = get_range(value) or (encoding.min, encoding.max)
+            target = encoding_from_range(*found, bits=bits, symmetric=encoding.symmetric)
+            producer = value.op if isinstance(value, OpResult) else None
+            change = q.PrecisionChangeOp(
+                quantized, target.to_type(), f"{_value_name(value)}.to_{bits}bit",
+                producer=_node(producer, value), consumer=_node(consumer, value),
+                reason=self.reason(producer, consumer, encoding.bits, bits))
+            self.block.insert_op_after(change, anchor)
+            source, anchor = change.results[0], change
+        dequantize = q.DequantizeOp(source, _value_name(value))
+        self.block.insert_op_after(dequantize, anchor)
+        self.dequantized[key] = dequantize.results[0]
+        # Data movement after this reads the dequantized value: it keeps this encoding.
+        self.encodings[dequantize.results[0]] = target
+        return dequantize.results[0]
+
+    def reason(self, producer: Operation | None, consumer: Operation, produced: int,
+               consumed: int) -> str:
+        source = self.layer(producer).source if producer is not None else "model input"
+        return (f"{_node(producer, None)} writes {produced} bits ({source}); "
+                f"{_node(consumer, None)} reads {consumed} bits ({self.layer(consumer).source})")
+
+    # -- constants ---------------------------------------------------------------------
+
+    def quantize_constants(self, op: Operation) -> None:
+        layer = self.layer(op)
+        for index, operand in enumerate(op.operands):
+            owner = operand.owner
+            if not isinstance(owner, nn.ConstantOp) or not _is_float_tensor(operand):
+                continue
+            values = array_of(owner.value)  # type: ignore[arg-type]
+            role = _constant_role(op, index)
+            override = self.override("param", operand)
+            if override is not None and override.is_float:
+                continue  # the overrides keep this parameter in float
+            axis = _output_channel_axis(op, values.ndim) if role == "weight" else None
+            if override is not None and override.has_range:
+                qtype: q.QuantizedType = override.to_type(axis=axis or 0)
+            elif role == "bias":
+                qtype = self.bias_type(values, op, layer, override.bits if override else None)
+            else:
+                bits = override.bits if override is not None else \
+                    layer.precision.activation_bits if role == "data" else \
+                    layer.precision.weight_bits
+                symmetric = role != "data" or (override is not None and override.symmetric)
+                per_channel = role == "weight" and layer.weights == "per-channel"
+                qtype = _constant_type(values, bits, symmetric, axis if per_channel else None)
+            constant = q.ConstantOp(dense_of(quantize_array(values, qtype)),
+                                    TensorType(qtype, list(values.shape)), owner.node_name)
+            dequantize = q.DequantizeOp(constant, owner.node_name)
+            self.block.insert_ops_before([constant, dequantize], op)
+            op.operands[index] = dequantize.results[0]
+            if not any(owner.results[0].uses):
+                self.block.erase_op(owner)
+
+    def bias_type(self, values: np.ndarray, op: Operation, layer,  # type: ignore[no-untyped-def]
+                  bits: int | None) -> q.QuantizedType:
+        """int32 at s_x * s_w (per channel when the weights are); 16 bits with its own
+        scale under double_scale_initialization; its own 32-bit scale when the op reads
+        a float input."""
+        if bits is not None or layer.bias_mode == "double_scale_initialization":
+            return _constant_type(values, bits or 16, True, None)
+        input_scale = self.input_scale(op.operands[0])
+        weight = op.operands[1].owner
+        weight_type = weight.input.type.element_type if isinstance(weight, q.DequantizeOp) \
+            else None
+        if input_scale is None or not isinstance(weight_type, q.QuantizedType):
+            return _constant_type(values, 32, True, None)
+        scales = np.array([input_scale * s for s in weight_type.scales])
+        # 16-bit inputs and weights put s_x * s_w near 1e-10: a bias that would not fit
+        # int32 there is stored at s_x * s_w * 2^k, the smallest k that fits (lowering
+        # adds it to the accumulator shifted left by k).
+        per_channel = values.reshape(len(scales), -1) if len(scales) > 1 else values.reshape(1, -1)
+        largest = float(np.max(np.abs(per_channel) / scales.reshape(-1, 1))) if values.size else 0
+        if largest > INT32_MAX:
+            scales = scales * 2.0 ** math.ceil(math.log2(largest / INT32_MAX))
+        scales = [float(s) for s in scales]
+        if len(scales) == 1:
+            return q.UniformQuantizedType.get("i32", scales[0], 0)
+        return q.PerAxisQuantizedType.get("i32", tuple(scales), (0,) * len(scales), axis=0)
+
+    def input_scale(self, value: SSAValue) -> float | None:
+        """The scale of the activation an op reads (None if it reads a float tensor)."""
+        owner = value.owner
+        if isinstance(owner, q.DequantizeOp):
+            element = owner.input.type.element_type
+            if isinstance(element, q.UniformQuantizedType):
+                return element.scale
+        return None
+
+    def override(self, kind: str, value: SSAValue):  # type: ignore[no-untyped-def]
+        """The overrides-file entry of an activation or a parameter, or None."""
+        overrides = getattr(self.config, "overrides", None)
+        if overrides is None:
+            return None
+        if kind == "activation":
+            return overrides.activation(_value_name(value))
+        return overrides.param(getattr(value.owner, "node_name", ""))
+
+
+def _constant_type(values: np.ndarray, bits: int, symmetric: bool,
+                   axis: int | None) -> q.QuantizedType:
+    """The encoding of a constant from its own range: per tensor, or per channel along
+    `axis` (symmetric, as QNN requires for per-channel encodings)."""
+    if axis is None:
+        return encoding_from_range(float(values.min()), float(values.max()), bits=bits,
+                                   symmetric=symmetric).to_type()
+    rows = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
+    encodings = [encoding_from_range(float(row.min()), float(row.max()), bits=bits,
+                                     symmetric=True) for row in rows]
+    return q.PerAxisQuantizedType.get(encodings[0].storage, tuple(e.scale for e in encodings),
+                                      tuple(e.zero_point for e in encodings), axis=axis)
+
+
+def _output_channel_axis(op: Operation, rank: int) -> int | None:
+    if isinstance(op, nn.ConvOp):
+        return 0
+    if isinstance(op, nn.ConvTransposeOp):
+        return 1 if op.props.int("group") == 1 else None
+    if isinstance(op, nn.GemmOp):
+        return 0 if op.props.int("trans_b") else 1
+    if isinstance(op, nn.MatMulOp):
+        return rank - 1 if rank >= 2 else None
+    return None
+
+
+def _constant_role(op: Operation, index: int) -> str:
+    """weight / bias / param (normalisation scales, symmetric) / data (asymmetric)."""
+    if isinstance(op, WEIGHTED) and index == 1:
+        return "weight"
+    if isinstance(op, nn.ConvOp | nn.ConvTransposeOp) and index == 2:
+        return "bias"
+    if isinstance(op, nn.GemmOp) and index == 2:
+        return "bias" if len(op.operands[2].type.get_shape()) <= 1 else "data"  # type: ignore[attr-defined]
+    if isinstance(op, nn.LayerNormOp | nn.BatchNormOp | nn.PReluOp):
+        return "param"
+    return "data"
+
+
+def _is_float_tensor(value: SSAValue) -> bool:
+    type_ = value.type
+    return isinstance(type_, TensorType) and type_.element_type == nn.f32
+
+
+def _value_name(value: SSAValue) -> str:
+    if value.name_hint:
+        return value.name_hint
+    if isinstance(value, OpResult):
+        return f"{getattr(value.op, 'node_name', value.op.name)}:{value.index}"
+    if isinstance(value, BlockArgument):
+        return f"arg{value.index}"
+    return "value"
+
+
+def _node(op: Operation | None, value: SSAValue | None) -> str:
+    if op is None:
+        return f"input {_value_name(value)}" if value is not None else "model input"
+    return getattr(op, "node_name", op.name)
+
+
+def weights_of(module: ModuleOp) -> list[q.ConstantOp]:
+    return [op for op in module.walk() if isinstance(op, q.ConstantOp)]
+
+
+def quantized_values(module: ModuleOp) -> list[q.QuantizeOp]:
+    return [op for op in module.walk() if isinstance(op, q.QuantizeOp)]
+
+
+__all__ = ["QuantizePass", "op_kind", "quantized_values", "weights_of"]
