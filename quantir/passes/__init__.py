@@ -73,19 +73,23 @@ class QuantirContext(Context):
 
     calibration: Any = None
     config: Any = None
+    tensor_names: dict[tuple[str, int], str] | None = None
+    """(ONNX node name, output index) -> ONNX tensor name, for encodings files."""
 
 
-def pipeline_context(calibration: Any = None, config: Any = None) -> QuantirContext:
+def pipeline_context(calibration: Any = None, config: Any = None,
+                     tensor_names: dict[tuple[str, int], str] | None = None) -> QuantirContext:
     from quantir.ir import quantir_context
 
-    ctx = QuantirContext(calibration=calibration, config=config)
+    ctx = QuantirContext(calibration=calibration, config=config, tensor_names=tensor_names)
     for dialect in quantir_context().loaded_dialects:
         ctx.load_dialect(dialect)
     return ctx
 
 
 def compile(module: ModuleOp, pipeline: str, *, calibration: Any = None,  # noqa: A001
-            config: Any = None) -> ModuleOp:
+            config: Any = None, tensor_names: dict[tuple[str, int], str] | None = None) \
+        -> ModuleOp:
     """Run a pipeline on a module in place (verifying after each pass) and return it.
 
     `calibration` and `config` are the handles for data-driven passes (calibrate,
@@ -95,5 +99,6 @@ def compile(module: ModuleOp, pipeline: str, *, calibration: Any = None,  # noqa
     def verify(_previous: ModulePass | None, op: ModuleOp, _next: ModulePass | None) -> None:
         op.verify()
 
-    parse_pipeline(pipeline, verify).apply(pipeline_context(calibration, config), module)
+    parse_pipeline(pipeline, verify).apply(pipeline_context(calibration, config, tensor_names),
+                                           module)
     return module

@@ -13,6 +13,7 @@ quantized and written.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,10 @@ from typing import Any
 
 import onnx
 from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation
 
 from quantir.dialects import q
-from quantir.frontend.onnx_import import _ssa_name, import_onnx, load_onnx
+from quantir.frontend.onnx_import import import_onnx, load_onnx
 from quantir.passes import compile
 from quantir.passes.ranges import copy_ranges
 from quantir.runtime.executor import main_function
@@ -42,7 +44,6 @@ class SummaryRow:
 class QuantizationResult:
     module: ModuleOp
     config: Any
-    tensor_names: dict[str, str]  # SSA name hint -> ONNX tensor name
 
     def encodings(self) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
         """AIMET-format (activation_encodings, param_encodings)."""
@@ -52,34 +53,40 @@ class QuantizationResult:
         params: dict[str, list[dict]] = {}
         for op in self.module.walk():
             if isinstance(op, q.QuantizeOp):
-                name = self.tensor_names.get(op.input.name_hint or "", op.input.name_hint
-                                             or op.node_name)
-                activations[name] = entries_for_type(op.output.type.element_type)
+                activations[op.node_name] = entries_for_type(op.output.type.element_type)
             elif isinstance(op, q.ConstantOp):
                 params[op.node_name] = entries_for_type(op.output.type.element_type)
         return activations, params
 
     def summary(self) -> list[SummaryRow]:
-        from quantir.passes.quantize import op_kind
+        """One row per layer (a conv with its batch norm and activation is one layer)."""
+        from quantir.dialects import nn
+        from quantir.passes.quantize import group_layers, op_kind
 
-        rows = []
-        quantized_outputs = {op.input: op for op in self.module.walk()
-                             if isinstance(op, q.QuantizeOp)}
         function = main_function(self.module)
-        for op in function.body.block.ops:
-            if not hasattr(op, "node_name") or op.name.startswith("q.") \
-                    or op.name == "nn.constant":
+        ops = [op for op in function.body.block.ops
+               if isinstance(op, nn.NNOperation) and not isinstance(op, nn.ConstantOp)]
+        layer_of = group_layers(ops)
+        last: dict[Operation, Operation] = {}  # anchor -> the op writing the layer output
+        for member, anchor in layer_of.items():
+            last[anchor] = member
+        quantized = {op.input: op for op in function.body.block.ops
+                     if isinstance(op, q.QuantizeOp)}
+        rows = []
+        for op in ops:
+            if op in layer_of:
                 continue
             layer = self.config.layer(op.node_name, op_kind(op))
-            output = next((quantized_outputs[r] for r in op.results if r in quantized_outputs),
-                          None)
+            output = last.get(op, op).results[0]
             weights = [operand.owner.input.type.element_type for operand in op.operands
                        if isinstance(operand.owner, q.DequantizeOp)
                        and isinstance(operand.owner.input.owner, q.ConstantOp)]
+            members = "+".join(op_kind(m) for m in layer_of if layer_of[m] is op)
             rows.append(SummaryRow(
-                op.node_name, op_kind(op), "float" if layer.float_fallback else
-                str(layer.precision), layer.source,
-                _scales(output.output.type.element_type) if output is not None else "-",
+                op.node_name, op_kind(op) + (f"+{members}" if members else ""),
+                "float" if layer.float_fallback else str(layer.precision), layer.source,
+                _scales(quantized[output].output.type.element_type)
+                if output in quantized else "-",
                 _scales(weights[0]) if weights else "-"))
         return rows
 
@@ -95,16 +102,28 @@ def quantize_model(model: str | Path, calibration: Any, config: Any,
                    input_shapes: Mapping[str, Sequence[int]] | None = None) \
         -> QuantizationResult:
     """Import, calibrate and quantize an ONNX model (nothing is written)."""
+    from quantir.dialects import nn
+    from quantir.passes.qconfig import QuantirWarning
+    from quantir.passes.quantize import op_kind
+
+    for enabled, what in ((config.equalization, "pre_quantization_optimization(equalization)"),
+                          (config.bias_correction,
+                           "post_quantization_optimization(bias_correction)")):
+        if enabled:
+            warnings.warn(f"{what} is enabled, but quantir has no such pass yet: it is skipped",
+                          QuantirWarning, stacklevel=2)
     settings = config.calibration
     calibration_shapes = _batched_shapes(model, input_shapes, settings.batch_size,
                                          settings.calibset_size)
     calibrated = import_onnx(model, calibration_shapes)
     compile(calibrated, "calibrate", calibration=calibration, config=config)
     module = import_onnx(model, input_shapes)
+    layers = [op for op in main_function(module).body.block.ops
+              if isinstance(op, nn.NNOperation) and not isinstance(op, nn.ConstantOp)]
+    config.check_globs([op.node_name for op in layers], {op_kind(op) for op in layers})
     copy_ranges(main_function(calibrated), main_function(module))
-    passes = ["quantize"]
-    compile(module, ",".join(passes), config=config)
-    return QuantizationResult(module, config, _tensor_names(load_onnx(model)))
+    compile(module, "quantize", config=config, tensor_names=_tensor_names(load_onnx(model)))
+    return QuantizationResult(module, config)
 
 
 def _batched_shapes(model: str | Path, input_shapes: Mapping[str, Sequence[int]] | None,
@@ -126,11 +145,7 @@ def _batched_shapes(model: str | Path, input_shapes: Mapping[str, Sequence[int]]
     return shapes or None
 
 
-def _tensor_names(model: onnx.ModelProto) -> dict[str, str]:
-    names: dict[str, str] = {}
-    for graph_input in model.graph.input:
-        names.setdefault(_ssa_name(graph_input.name) or "", graph_input.name)
-    for node in model.graph.node:
-        for output in node.output:
-            names.setdefault(_ssa_name(output) or "", output)
-    return names
+def _tensor_names(model: onnx.ModelProto) -> dict[tuple[str, int], str]:
+    """(node name, output index) -> the ONNX tensor name (SSA names drop suffixes)."""
+    return {(node.name or node.output[0], index): output
+            for node in model.graph.node for index, output in enumerate(node.output)}

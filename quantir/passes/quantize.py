@@ -72,7 +72,7 @@ class QuantizePass(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         config = self.config(getattr(ctx, "config", None))
-        _Quantizer(config, main_function(op)).run()
+        _Quantizer(config, main_function(op), getattr(ctx, "tensor_names", None) or {}).run()
 
     def config(self, given: object):  # type: ignore[no-untyped-def]
         from quantir.passes.qconfig import QuantConfig
@@ -86,8 +86,10 @@ class QuantizePass(ModulePass):
 
 
 class _Quantizer:
-    def __init__(self, config, function: func.FuncOp):  # type: ignore[no-untyped-def]
+    def __init__(self, config, function: func.FuncOp,  # type: ignore[no-untyped-def]
+                 tensor_names: dict[tuple[str, int], str]):
         self.config = config
+        self.tensor_names = tensor_names
         self.function = function
         self.block: Block = function.body.block
         self.layer_of: dict[Operation, Operation] = {}  # op -> the anchor of its layer
@@ -100,6 +102,20 @@ class _Quantizer:
     def layer(self, op: Operation):  # type: ignore[no-untyped-def]
         anchor = self.layer_of.get(op, op)
         return self.config.layer(getattr(anchor, "node_name", ""), op_kind(anchor))
+
+    def tensor_name(self, value: SSAValue) -> str:
+        """The ONNX tensor name of a value (what encodings files key on): from the
+        pipeline's `tensor_names` handle, a model input's recorded name, else the SSA
+        name."""
+        if isinstance(value, OpResult):
+            exact = self.tensor_names.get((getattr(value.op, "node_name", ""), value.index))
+            if exact is not None:
+                return exact
+        if isinstance(value, BlockArgument) and self.function.arg_attrs is not None:
+            recorded = self.function.arg_attrs.data[value.index].data.get("quantir.name")
+            if recorded is not None:
+                return recorded.data  # type: ignore[attr-defined]
+        return _value_name(value)
 
     def in_float(self, op: Operation) -> bool:
         return isinstance(op, nn.NNOperation) and self.layer(op).float_fallback
@@ -120,23 +136,9 @@ class _Quantizer:
                 self.quantize_value(result)
 
     def group_layers(self, ops: Sequence[Operation]) -> None:
-        for op in ops:
-            if not isinstance(op, ANCHORS):
-                continue
-            current = op
-            allowed: tuple[type, ...] = (*FOLDED_NORMS, *FUSED_ACTIVATIONS) \
-                if isinstance(op, WEIGHTED) else FUSED_ACTIVATIONS
-            while True:
-                uses = list(current.results[0].uses)
-                if len(current.results) != 1 or len(uses) != 1:
-                    break
-                user = uses[0].operation
-                if not isinstance(user, allowed) or uses[0].index != 0:
-                    break
-                self.internal.add(current.results[0])
-                self.layer_of[user] = op
-                current = user
-                allowed = FUSED_ACTIVATIONS if isinstance(user, FOLDED_NORMS) else ()
+        self.layer_of = group_layers(ops)
+        for member in self.layer_of:
+            self.internal.add(member.operands[0])
 
     # -- activations -------------------------------------------------------------------
 
@@ -152,7 +154,7 @@ class _Quantizer:
         if encoding is None:
             return
         self.encodings[value] = encoding
-        name = _value_name(value)
+        name = self.tensor_name(value)
         quantize = q.QuantizeOp(value, encoding.to_type(), name)
         if producer is None:
             self.block.insert_op_before(quantize, self.block.first_op)  # type: ignore[arg-type]
@@ -213,13 +215,14 @@ class _Quantizer:
             found = get_range(value) or (encoding.min, encoding.max)
             target = encoding_from_range(*found, bits=bits, symmetric=encoding.symmetric)
             producer = value.op if isinstance(value, OpResult) else None
+            producer = self.layer_of.get(producer, producer) if producer is not None else None
             change = q.PrecisionChangeOp(
-                quantized, target.to_type(), f"{_value_name(value)}.to_{bits}bit",
+                quantized, target.to_type(), f"{self.tensor_name(value)}.to_{bits}bit",
                 producer=_node(producer, value), consumer=_node(consumer, value),
                 reason=self.reason(producer, consumer, encoding.bits, bits))
             self.block.insert_op_after(change, anchor)
             source, anchor = change.results[0], change
-        dequantize = q.DequantizeOp(source, _value_name(value))
+        dequantize = q.DequantizeOp(source, self.tensor_name(value))
         self.block.insert_op_after(dequantize, anchor)
         self.dequantized[key] = dequantize.results[0]
         # Data movement after this reads the dequantized value: it keeps this encoding.
@@ -306,8 +309,34 @@ class _Quantizer:
         if overrides is None:
             return None
         if kind == "activation":
-            return overrides.activation(_value_name(value))
+            return overrides.activation(self.tensor_name(value))
         return overrides.param(getattr(value.owner, "node_name", ""))
+
+
+def group_layers(ops: Sequence[Operation]) -> dict[Operation, Operation]:
+    """Layer members (a batch norm, an activation) -> the anchor op of their layer.
+
+    A member follows the anchor (or the previous member) as the sole user of its
+    first operand: conv -> batch_norm -> relu is one layer, whose output is relu's.
+    """
+    layer_of: dict[Operation, Operation] = {}
+    for op in ops:
+        if not isinstance(op, ANCHORS):
+            continue
+        current = op
+        allowed: tuple[type, ...] = (*FOLDED_NORMS, *FUSED_ACTIVATIONS) \
+            if isinstance(op, WEIGHTED) else FUSED_ACTIVATIONS
+        while len(current.results) == 1:
+            uses = list(current.results[0].uses)
+            if len(uses) != 1:
+                break
+            user = uses[0].operation
+            if not isinstance(user, allowed) or uses[0].index != 0:
+                break
+            layer_of[user] = op
+            current = user
+            allowed = FUSED_ACTIVATIONS if isinstance(user, FOLDED_NORMS) else ()
+    return layer_of
 
 
 def _constant_type(values: np.ndarray, bits: int, symmetric: bool,
@@ -370,12 +399,4 @@ def _node(op: Operation | None, value: SSAValue | None) -> str:
     return getattr(op, "node_name", op.name)
 
 
-def weights_of(module: ModuleOp) -> list[q.ConstantOp]:
-    return [op for op in module.walk() if isinstance(op, q.ConstantOp)]
-
-
-def quantized_values(module: ModuleOp) -> list[q.QuantizeOp]:
-    return [op for op in module.walk() if isinstance(op, q.QuantizeOp)]
-
-
-__all__ = ["QuantizePass", "op_kind", "quantized_values", "weights_of"]
+__all__ = ["QuantizePass", "group_layers", "op_kind"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from quantir.errors import FeedError, QuantirError
-from quantir.tools.common import fail, parse_shape_args, wants_debug
+from quantir.tools.common import fail, one_line_warnings, parse_shape_args, wants_debug
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,7 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(args_list)
     try:
-        args.handler(args)
+        with one_line_warnings("quantir"):
+            args.handler(args)
     except (QuantirError, OSError, Exception) as error:  # noqa: BLE001 - one line each
         return fail("quantir", error, wants_debug(args_list))
     return 0

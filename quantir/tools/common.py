@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from quantir.errors import QuantirError
 
@@ -61,3 +63,16 @@ def parse_shape_args(items: Sequence[str]) -> dict[str, list[int]]:
             raise QuantirError(f"--input-shape '{item}': expected NAME=D0,D1,... "
                                "(for example input=1,3,224,224)") from None
     return shapes
+
+
+@contextmanager
+def one_line_warnings(tool: str) -> Iterator[None]:
+    """Show warnings as `tool: warning: message` lines (no source line)."""
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        print(f"{tool}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        warnings.simplefilter("default")
+        yield
