@@ -51,14 +51,19 @@ def available_passes() -> dict[str, Callable[[], type[ModulePass]]]:
 
 def parse_pipeline(spec: str, callback: PassPipelineCallbackType | None = None) -> PassPipeline:
     """A pipeline from `a,b{opt=1}`; a malformed spec raises PipelineError (one line)."""
+    from xdsl.utils.exceptions import ArgSpecParseError
+
     available = available_passes()
     try:
         return PassPipeline.parse_spec(available, spec, callback)
-    except Exception as error:  # xDSL raises ValueError, ArgSpecParseError, TypeError ...
+    # xDSL raises ValueError, TypeError ... and ArgSpecParseError, a BaseException.
+    except (Exception, ArgSpecParseError) as error:
         lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
         detail = lines[-1] if lines else type(error).__name__
         if "Unrecognized passes" in detail:
             detail += f"; available passes: {', '.join(sorted(available))}"
+        if "Unknown token" in detail:
+            detail += ' (quote option values holding / or spaces: script="dir/file.alls")'
         raise PipelineError(f"bad pass pipeline '{spec}': {detail}") from error
 
 
