@@ -110,7 +110,9 @@ class CalibratePass(ModulePass):
 
         ranges = {value: observer.range() for value, observer in observers.items()}  # type: ignore[attr-defined]
         for value, (low, high) in ranges.items():
-            if range_is_degenerate(low, high):
+            # A constant tensor (an attention-mask sum, say) is fine; one that stayed at
+            # zero belongs to a branch the data never exercised.
+            if range_is_degenerate(low, high) and max(abs(low), abs(high)) < 1e-6:
                 warnings.warn(f"calibrate: {value_label(value)} has the range [{low:g}, {high:g}]"
                               ": the calibration data never activates it; its encoding is the "
                               "minimum range", CalibrationWarning, stacklevel=2)
