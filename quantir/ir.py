@@ -97,7 +97,10 @@ def shape_of(type_: Attribute) -> tuple[int, ...]:
 
 def dense_of(array: np.ndarray) -> DenseIntOrFPElementsAttr:
     """A dense attribute holding the array's bytes (little-endian, row-major)."""
-    array = np.ascontiguousarray(array)
+    # Not np.ascontiguousarray: it turns a 0-d array into shape (1,).
+    array = np.asarray(array)
+    if not array.flags.c_contiguous:
+        array = array.copy(order="C")
     type_ = tensor_type(array.shape, array.dtype)
     return DenseIntOrFPElementsAttr(type_, BytesAttr(array.astype(array.dtype.newbyteorder("<"),
                                                                     copy=False).tobytes()))

@@ -32,9 +32,10 @@ from xdsl.dialects.builtin import (
     i1,
     i64,
 )
-from xdsl.ir import Attribute, Dialect
+from xdsl.ir import Attribute, Block, Dialect, Operation
 from xdsl.irdl import (
     IRDLOperation,
+    OptPropertyDef,
     ParsePropInAttrDict,
     irdl_op_definition,
     operand_def,
@@ -446,9 +447,115 @@ class CastOp(NNOperation):
         return [_tensor(_shape(operand_types[0]), props.properties["to"])]
 
 
+# --------------------------------------------------------------------------------------
+# Fused activations (set by the fuse-activation pass)
+# --------------------------------------------------------------------------------------
+
+ACTIVATION_KINDS: dict[str, tuple[type[UnaryOperation], dict[str, str]]] = {
+    "relu": (ReluOp, {}),
+    "clip": (ClipOp, {"activation_min": "min", "activation_max": "max"}),
+    "hard_swish": (HardSwishOp, {}),
+    "hard_sigmoid": (HardSigmoidOp, {"activation_alpha": "alpha", "activation_beta": "beta"}),
+}
+"""`activation` value -> the standalone op it stands for, and which `activation_*`
+property carries which property of that op. The standalone op's definition decides
+what is required (HardSigmoid's alpha and beta) and its `infer` what is valid (Clip's
+min <= max), so a fused activation means exactly what the op it replaced meant."""
+
+ACTIVATION_PARAMETERS = ("activation_min", "activation_max", "activation_alpha",
+                         "activation_beta")
+
+
+class FusedActivationOperation(NNOperation, ABC):
+    """An op that may apply an activation to its own result (conv, conv_transpose,
+    gemm, matmul, and the residual add): `activation` names it, `activation_*` carry
+    its parameters. All optional: without them the op is the plain ONNX operator."""
+
+    activation = opt_prop_def(StringAttr)
+    activation_min = opt_prop_def(FloatAttr)
+    activation_max = opt_prop_def(FloatAttr)
+    activation_alpha = opt_prop_def(FloatAttr)
+    activation_beta = opt_prop_def(FloatAttr)
+
+    @classmethod
+    def check_activation(cls, props: Props, result: Attribute) -> None:
+        """Raise VerifyException unless the activation properties form one valid
+        activation of a `result`-typed tensor (or are all absent)."""
+        found = standalone_activation(props)
+        if found is None:
+            return
+        op_class, properties = found
+        kind = props.str("activation")
+        carrier = {own: fused for fused, own in ACTIVATION_KINDS[kind][1].items()}
+        missing = [carrier[name] for name, definition
+                   in op_class.get_irdl_definition().properties.items()
+                   if name in carrier and not isinstance(definition, OptPropertyDef)
+                   and name not in properties]
+        if missing:
+            raise VerifyException(f"activation {kind} needs {' and '.join(missing)}")
+        if op_class is ClipOp and not properties:
+            raise VerifyException("activation clip needs activation_min or activation_max")
+        op_class.infer([result], Props(properties))
+
+    def activation_op(self) -> NNOperation | None:
+        """The fused activation alone, as a detached op on a block argument of this op's
+        result type (kernels compile it to reuse the standalone activation's code)."""
+        found = standalone_activation(self.props)
+        if found is None:
+            return None
+        op_class, properties = found
+        block = Block(arg_types=[self.results[0].type])
+        return op_class.build_from(list(block.args), properties, self.node_name)
+
+
+def standalone_activation(props: Props) \
+        -> tuple[type[UnaryOperation], dict[str, Attribute]] | None:
+    """The (op class, properties) of the activation that `props` fuse, None without one;
+    raises VerifyException for an unknown name or a parameter it does not take."""
+    present = [name for name in ACTIVATION_PARAMETERS if props.has(name)]
+    if not props.has("activation"):
+        if present:
+            raise VerifyException(f"{', '.join(present)} given without an activation")
+        return None
+    kind = props.str("activation")
+    if kind not in ACTIVATION_KINDS:
+        raise VerifyException(f"unknown activation {kind!r}; expected one of "
+                              f"{', '.join(ACTIVATION_KINDS)}")
+    op_class, names = ACTIVATION_KINDS[kind]
+    stray = [name for name in present if name not in names]
+    if stray:
+        raise VerifyException(f"{', '.join(stray)} do not apply to activation {kind}")
+    return op_class, {names[name]: props.properties[name] for name in present}
+
+
+def fused_activation_properties(activation: Operation) -> dict[str, Attribute] | None:
+    """The `activation*` properties standing for a standalone activation op, or None if
+    no fused activation means the same (another op kind, or a clip without bounds)."""
+    for kind, (op_class, names) in ACTIVATION_KINDS.items():
+        if type(activation) is not op_class:
+            continue
+        properties: dict[str, Attribute] = {"activation": StringAttr(kind)}
+        for fused, own in names.items():
+            if own in activation.properties:
+                properties[fused] = activation.properties[own]
+        if op_class is ClipOp and len(properties) == 1:
+            return None
+        return properties
+    return None
+
+
 @irdl_op_definition
-class AddOp(BinaryOperation):
+class AddOp(BinaryOperation, FusedActivationOperation):
+    """Elementwise add; a residual add (two computed inputs) may carry the activation
+    that follows it (fuse-activation), so the pair is one quantization layer."""
+
     name = "nn.add"
+
+    @classmethod
+    def infer(cls, operand_types, props):
+        results = super().infer(operand_types, props)
+        cls.check_activation(props, results[0])
+        return results
 
 
 @irdl_op_definition
@@ -542,7 +649,7 @@ def _check_window_props(props: Props, spatial: int, with_dilations: bool = True)
 
 
 @irdl_op_definition
-class ConvOp(NNOperation):
+class ConvOp(FusedActivationOperation):
     """N-d convolution, NC(spatial) layout, weights O x I/group x (kernel)."""
 
     name = "nn.conv"
@@ -571,11 +678,13 @@ class ConvOp(NNOperation):
         strides, pads, dilations = props.ints("strides"), props.ints("pads"), props.ints("dilations")
         out = [window_output_size(x[2 + i], w[2 + i], strides[i], pads[i], pads[spatial + i],
                                   dilations[i]) for i in range(spatial)]
-        return [_tensor((x[0], w[0], *out), _element(operand_types[0]))]
+        result = _tensor((x[0], w[0], *out), _element(operand_types[0]))
+        cls.check_activation(props, result)
+        return [result]
 
 
 @irdl_op_definition
-class ConvTransposeOp(NNOperation):
+class ConvTransposeOp(FusedActivationOperation):
     """N-d transposed convolution, weights I x O/group x (kernel)."""
 
     name = "nn.conv_transpose"
@@ -613,7 +722,9 @@ class ConvTransposeOp(NNOperation):
                + dilations[i] * (w[2 + i] - 1) + output_padding[i] + 1 for i in range(spatial)]
         if any(d < 1 for d in out):
             raise VerifyException(f"output spatial size {out} is empty")
-        return [_tensor((x[0], out_channels, *out), _element(operand_types[0]))]
+        result = _tensor((x[0], out_channels, *out), _element(operand_types[0]))
+        cls.check_activation(props, result)
+        return [result]
 
 
 @irdl_op_definition
@@ -683,7 +794,7 @@ def matmul_shape(a: Shape, b: Shape) -> Shape:
 
 
 @irdl_op_definition
-class MatMulOp(NNOperation):
+class MatMulOp(FusedActivationOperation):
     """numpy.matmul semantics (batched, broadcast, 1-d promotion)."""
 
     name = "nn.matmul"
@@ -694,11 +805,13 @@ class MatMulOp(NNOperation):
     @classmethod
     def infer(cls, operand_types, props):
         a, b = operand_types
-        return [_tensor(matmul_shape(_shape(a), _shape(b)), _element(a))]
+        result = _tensor(matmul_shape(_shape(a), _shape(b)), _element(a))
+        cls.check_activation(props, result)
+        return [result]
 
 
 @irdl_op_definition
-class GemmOp(NNOperation):
+class GemmOp(FusedActivationOperation):
     """alpha * op(A) @ op(B) + beta * C, A and B 2-d."""
 
     name = "nn.gemm"
@@ -722,7 +835,9 @@ class GemmOp(NNOperation):
             raise VerifyException(f"contraction sizes differ: {k} and {k2}")
         if len(operand_types) == 3 and broadcast_shapes(_shape(operand_types[2]), (m, n)) != (m, n):
             raise VerifyException(f"C {_shape(operand_types[2])} does not broadcast to {(m, n)}")
-        return [_tensor((m, n), _element(operand_types[0]))]
+        result = _tensor((m, n), _element(operand_types[0]))
+        cls.check_activation(props, result)
+        return [result]
 
 
 # --------------------------------------------------------------------------------------

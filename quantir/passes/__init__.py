@@ -36,6 +36,36 @@ def _quantize() -> type[ModulePass]:
     return QuantizePass
 
 
+def _fuse_bn() -> type[ModulePass]:
+    from quantir.passes.fuse_bn import FuseBatchNormPass
+
+    return FuseBatchNormPass
+
+
+def _fuse_activation() -> type[ModulePass]:
+    from quantir.passes.fuse_activation import FuseActivationPass
+
+    return FuseActivationPass
+
+
+def _cle() -> type[ModulePass]:
+    from quantir.passes.cle import CrossLayerEqualizationPass
+
+    return CrossLayerEqualizationPass
+
+
+def _layernorm_decompose() -> type[ModulePass]:
+    from quantir.passes.layernorm_decompose import LayerNormDecomposePass
+
+    return LayerNormDecomposePass
+
+
+def _layernorm_fuse() -> type[ModulePass]:
+    from quantir.passes.layernorm_fuse import LayerNormFusePass
+
+    return LayerNormFusePass
+
+
 def available_passes() -> dict[str, Callable[[], type[ModulePass]]]:
     """Pass name -> factory of its class (factories keep imports lazy for fast CLIs)."""
     from xdsl.transforms import get_all_passes
@@ -44,6 +74,11 @@ def available_passes() -> dict[str, Callable[[], type[ModulePass]]]:
     passes: dict[str, Callable[[], type[ModulePass]]] = {
         name: generic[name] for name in ("canonicalize", "cse", "dce")}
     passes["fold-constants"] = _fold_constants
+    passes["fuse-bn"] = _fuse_bn
+    passes["fuse-activation"] = _fuse_activation
+    passes["cle"] = _cle
+    passes["layernorm-decompose"] = _layernorm_decompose
+    passes["layernorm-fuse"] = _layernorm_fuse
     passes["calibrate"] = _calibrate
     passes["quantize"] = _quantize
     return passes

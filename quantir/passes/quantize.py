@@ -318,10 +318,12 @@ def group_layers(ops: Sequence[Operation]) -> dict[Operation, Operation]:
 
     A member follows the anchor (or the previous member) as the sole user of its
     first operand: conv -> batch_norm -> relu is one layer, whose output is relu's.
+    An op carrying a fused activation (fuse-activation: `activation = "relu"`, a conv
+    or a residual add) is a whole layer by itself: its output is the layer's.
     """
     layer_of: dict[Operation, Operation] = {}
     for op in ops:
-        if not isinstance(op, ANCHORS):
+        if not isinstance(op, ANCHORS) or "activation" in op.properties:
             continue
         current = op
         allowed: tuple[type, ...] = (*FOLDED_NORMS, *FUSED_ACTIVATIONS) \

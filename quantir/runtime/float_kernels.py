@@ -1193,8 +1193,45 @@ def compile_epilogue(activation: IRDLOperation | None, bias: np.ndarray | None) 
 
 
 def compile_kernel(op: IRDLOperation) -> Kernel:
-    """The numpy kernel of an nn op; raises QuantirError for an op without one."""
+    """The numpy kernel of an nn op; raises QuantirError for an op without one.
+
+    An op carrying a fused activation (`activation = "relu"`, ...: fuse-activation)
+    applies it to its result: see `_then_activation`.
+    """
     factory = _FACTORIES.get(type(op))
     if factory is None:
         raise QuantirError(f"{op.name} '{_node_name(op)}': no float kernel for this op")
-    return factory(op)
+    kernel = factory(op)
+    if isinstance(op, nn.FusedActivationOperation):
+        activation = op.activation_op()
+        if activation is not None:
+            return _then_activation(kernel, activation)
+    return kernel
+
+
+def _then_activation(kernel: Kernel, activation: IRDLOperation) -> Kernel:
+    """`kernel`, then the standalone `activation` op's own code on its result: the
+    in-place epilogue where there is one (Relu, Clip, HardSwish in float32), else the
+    activation's kernel. Either way the numbers are those of the unfused graph.
+
+    The ops that may carry an activation (conv, conv_transpose, gemm, matmul, add)
+    return fresh arrays, never views of their inputs, so overwriting is safe; a
+    read-only or strided result (a 0-d ufunc result, say) is copied first.
+    """
+    epilogue = compile_epilogue(activation, None)
+    if epilogue is None:
+        separate = compile_kernel(activation)
+
+        def then_kernel(*inputs: np.ndarray) -> tuple[np.ndarray, ...]:
+            return separate(*kernel(*inputs))
+
+        return then_kernel
+
+    def then_in_place(*inputs: np.ndarray) -> tuple[np.ndarray, ...]:
+        (y,) = kernel(*inputs)
+        if not (y.flags.writeable and y.flags.c_contiguous):
+            y = np.array(y, dtype=np.float32)
+        epilogue(y)
+        return (y,)
+
+    return then_in_place

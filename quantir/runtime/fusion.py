@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.dialects.builtin import f32
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import Block, Operation, SSAValue
 
 from quantir.dialects import nn
 
@@ -88,16 +88,36 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 
 def _conv_step(op: Operation, compile_kernel: Callable[[Operation], Kernel],
                constant: Callable[[Operation], np.ndarray]) -> PlannedStep | None:
-    """A float32 conv with constant weights, its bias moved to the epilogue."""
+    """A float32 conv with constant weights, its bias moved to the epilogue (and the
+    activation it carries from fuse-activation, which must follow the bias)."""
+    from quantir.runtime.float_kernels import compile_epilogue
+
     if not isinstance(op, nn.ConvOp) or op.results[0].type.element_type != f32:
         return None
     owners = [_constant_owner(v) for v in op.operands[1:]]
     if any(owner is None for owner in owners):
         return None
+    activation = op.activation_op()
+    kernel_op: Operation = op
+    if activation is not None:
+        if compile_epilogue(activation, None) is None:
+            return None  # no epilogue form (HardSigmoid): the op's own kernel applies it
+        kernel_op = _without_activation(op)
     weight, *bias = [constant(owner) for owner in owners]  # type: ignore[arg-type]
-    parts = ConvParts(compile_kernel(op), weight, bias[0] if bias else None)
+    parts = ConvParts(compile_kernel(kernel_op), weight, bias[0] if bias else None, activation)
     step = PlannedStep(op, _conv_kernel(parts), [op.operands[0]], list(op.results), (op,), parts)
     return step
+
+
+def _without_activation(op: nn.ConvOp) -> nn.ConvOp:
+    """A detached copy of the conv without its fused activation (on block arguments, so
+    the module's use lists stay untouched): the kernel of the bare convolution."""
+    block = Block(arg_types=[operand.type for operand in op.operands])
+    dropped = {"onnx_name", "activation", *nn.ACTIVATION_PARAMETERS}
+    properties = {key: value for key, value in op.properties.items() if key not in dropped}
+    copy = nn.ConvOp.build_from(list(block.args), properties, op.node_name)
+    assert isinstance(copy, nn.ConvOp)
+    return copy
 
 
 def _conv_kernel(parts: ConvParts) -> Kernel:
@@ -123,8 +143,9 @@ def _fold_batch_norm(op: Operation, producer: dict[SSAValue, PlannedStep],
     if not isinstance(op, nn.BatchNormOp):
         return None
     step = producer.get(op.operands[0])
+    # A conv that already applies an activation cannot take a batch norm after it.
     if step is None or step.conv is None or len(step.ops) != 1 \
-            or not _sole_user(op.operands[0], op):
+            or step.conv.activation is not None or not _sole_user(op.operands[0], op):
         return None
     owners = [_constant_owner(v) for v in op.operands[1:]]
     if any(owner is None for owner in owners):
@@ -152,6 +173,8 @@ def _fuse_activation(op: Operation, producer: dict[SSAValue, PlannedStep]) -> Pl
     if step is None or len(step.outputs) != 1 or not isinstance(step.ops[-1], FRESH_OUTPUT_OPS) \
             or not _sole_user(op.operands[0], op):
         return None
+    # A conv whose epilogue already holds an activation (a fused one, or one joined
+    # here) keeps it; this second activation then runs after the whole step.
     if step.conv is not None and step.conv.activation is None:
         step.conv.activation = op
         step.kernel = _conv_kernel(step.conv)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from quantir.errors import QuantirError
-from quantir.tools.common import fail, parse_shape_args, wants_debug
+from quantir.tools.common import fail, one_line_warnings, parse_shape_args, wants_debug
 
 
 def _opt_main_class() -> type:
@@ -152,8 +152,9 @@ def write_atomically(path: Path, text: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        opt = _opt_main_class()(args=args)
-        opt.run()
+        with one_line_warnings("quantir-opt"):
+            opt = _opt_main_class()(args=args)
+            opt.run()
     except SystemExit:
         raise
     except BaseException as error:  # noqa: BLE001 - every failure becomes one line
