@@ -81,7 +81,9 @@ class QuantizationResult:
             weights = [operand.owner.input.type.element_type for operand in op.operands
                        if isinstance(operand.owner, q.DequantizeOp)
                        and isinstance(operand.owner.input.owner, q.ConstantOp)]
-            members = "+".join(op_kind(m) for m in layer_of if layer_of[m] is op)
+            members = "+".join([op_kind(m) for m in layer_of if layer_of[m] is op]
+                               + ([op.properties["activation"].data]  # type: ignore[attr-defined]
+                                  if "activation" in op.properties else []))
             rows.append(SummaryRow(
                 op.node_name, op_kind(op) + (f"+{members}" if members else ""),
                 "float" if layer.float_fallback else str(layer.precision), layer.source,
@@ -106,18 +108,21 @@ def quantize_model(model: str | Path, calibration: Any, config: Any,
     from quantir.passes.qconfig import QuantirWarning
     from quantir.passes.quantize import op_kind
 
-    for enabled, what in ((config.equalization, "pre_quantization_optimization(equalization)"),
-                          (config.bias_correction,
-                           "post_quantization_optimization(bias_correction)")):
-        if enabled:
-            warnings.warn(f"{what} is enabled, but quantir has no such pass yet: it is skipped",
-                          QuantirWarning, stacklevel=2)
+    if config.bias_correction:
+        warnings.warn("post_quantization_optimization(bias_correction) is enabled, but quantir "
+                      "has no bias-correction pass yet: it is skipped", QuantirWarning,
+                      stacklevel=2)
     settings = config.calibration
     calibration_shapes = _batched_shapes(model, input_shapes, settings.batch_size,
                                          settings.calibset_size)
+    # Batch norms fold first (CLE needs them gone), then equalization if the script
+    # asks for it, then activations join their producers; both imports get the same.
+    rewrites = ",".join(["fuse-bn", *(["cle"] if config.equalization else []),
+                         "fuse-activation"])
     calibrated = import_onnx(model, calibration_shapes)
-    compile(calibrated, "calibrate", calibration=calibration, config=config)
+    compile(calibrated, f"{rewrites},calibrate", calibration=calibration, config=config)
     module = import_onnx(model, input_shapes)
+    compile(module, rewrites, config=config)
     layers = [op for op in main_function(module).body.block.ops
               if isinstance(op, nn.NNOperation) and not isinstance(op, nn.ConstantOp)]
     config.check_globs([op.node_name for op in layers], {op_kind(op) for op in layers})

@@ -44,11 +44,12 @@ def test_quantize_writes_module_and_encodings(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = run("quantir", "quantize", CNN, "--calib", CALIB, "-o", out)
     assert result.returncode == 0, result.stderr
-    assert "conv+batch_norm+relu" in result.stdout and "a8_w8" in result.stdout
+    assert "conv+relu" in result.stdout and "a8_w8" in result.stdout
     module = quantir.load_module(out / "model.q.mlir")
     assert any(isinstance(op, q.ConstantOp) for op in module.walk())
     encodings = json.loads((out / "encodings.json").read_text())
-    assert "/features/features.2/Relu_output_0" in encodings["activation_encodings"]
+    # After fuse-activation the layer output is the conv's tensor (see the closing note).
+    assert "/features/features.0/Conv_output_0" in encodings["activation_encodings"]
     assert len(encodings["param_encodings"]["features.0.weight"]) == 16  # per channel
     # The annotated module runs with quantir run.
     ran = run("quantir", "run", out / "model.q.mlir", "--input", DATA / "digits_sample.npy",
