@@ -26,7 +26,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN0
     medians: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     for bench in session.benchmarks:
         info = bench.extra_info
-        if bench.stats is None or not {"model", "measure", "engine"} <= set(info):
+        if bench.stats is None or not {"model", "measure", "engine"} <= set(info) \
+                or not bench.stats.data:  # a run that raised has no timings
             continue
         medians[(info["model"], info["measure"])][info["engine"]] = bench.stats.median
     if not medians:

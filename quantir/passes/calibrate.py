@@ -80,7 +80,7 @@ class CalibratePass(ModulePass):
         data = load_calibration_data(source, input_names, [s[1:] for s in shapes],
                                      [dtype_of(arg.type.element_type) for arg in block.args],
                                      calibset_size)
-        if len(data) % batch:
+        if batch > 1 and len(data) % batch:
             raise QuantirError(
                 f"calibrate: {len(data)} samples do not fill batches of {batch} (the module's "
                 "batch size); import the model with batch 1 or use a multiple of the batch")
@@ -102,7 +102,7 @@ class CalibratePass(ModulePass):
                 raise QuantirError(f"calibrate: {value_label(value)}: {error}") from error
 
         program = Program(function)
-        progress = _progress(len(data), method)
+        progress = _progress(_known_length(data), method)
         for feeds in data.batches(batch):
             program.run([feeds[name] for name in input_names], observe)
             progress.update(len(next(iter(feeds.values()))))
@@ -135,7 +135,14 @@ def _activation_format(config: object, value: SSAValue) -> tuple[int, bool]:
     return layer.precision.output_bits, layer.activations == "symmetric"
 
 
-def _progress(total: int, method: str):  # type: ignore[no-untyped-def]
+def _known_length(data: object) -> int | None:
+    try:
+        return len(data)  # type: ignore[arg-type]
+    except QuantirError:  # a Python iterator of unknown length
+        return None
+
+
+def _progress(total: int | None, method: str):  # type: ignore[no-untyped-def]
     """A tqdm bar on a terminal, nothing otherwise."""
     from tqdm import tqdm
 

@@ -333,12 +333,27 @@ def group_layers(ops: Sequence[Operation]) -> dict[Operation, Operation]:
             if len(uses) != 1:
                 break
             user = uses[0].operation
+            if current is op and isinstance(op, WEIGHTED) and _is_bias_add(user, uses[0].index):
+                # MatMul + Add(bias) as exporters write a Linear: the bias joins the
+                # accumulator, as Gemm's would (no rounding to 8 bits in between).
+                layer_of[user] = op
+                current, allowed = user, FUSED_ACTIVATIONS
+                continue
             if not isinstance(user, allowed) or uses[0].index != 0:
                 break
             layer_of[user] = op
             current = user
             allowed = FUSED_ACTIVATIONS if isinstance(user, FOLDED_NORMS) else ()
     return layer_of
+
+
+def _is_bias_add(user: Operation, index: int) -> bool:
+    """An add of a constant that does not broadcast the producer's output any larger."""
+    if not isinstance(user, nn.AddOp) or "activation" in user.properties:
+        return False
+    other = user.operands[1 - index]
+    return isinstance(other.owner, nn.ConstantOp) and \
+        user.results[0].type == user.operands[index].type
 
 
 def _constant_type(values: np.ndarray, bits: int, symmetric: bool,

@@ -122,7 +122,7 @@ class Program:
                 observer(self.values[s], array)
         for step in self.steps:
             try:
-                outputs = step.kernel(*(env[s] for s in step.inputs))
+                outputs = step.kernel(*[env[s] for s in step.inputs])
             except QuantirError:
                 raise
             except (ValueError, FloatingPointError, IndexError) as error:

@@ -390,8 +390,10 @@ def _broadcasting(op: IRDLOperation, fn: _Fn) -> _Fn:
         return fn
 
     def run(*inputs: np.ndarray) -> np.ndarray:
-        return np.reshape(fn(*(np.reshape(x, s) for x, s in zip(inputs, collapsed,
-                                                               strict=True))), out)
+        # A list, not a generator: CPython keeps a spare tuple per generator-splat call,
+        # which shows up as memory growing with the number of runs.
+        return np.reshape(fn(*[np.reshape(x, s) for x, s in zip(inputs, collapsed,
+                                                               strict=True)]), out)
 
     return run
 
