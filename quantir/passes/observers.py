@@ -347,6 +347,19 @@ class _HistogramObserver:
         return (-h.max, h.max) if self.symmetric else (h.min, h.max)
 
 
+class _SearchObserver(_HistogramObserver):
+    """A histogram observer that searches a range for `bits`-bit quantization; exact
+    zeros are counted apart (they cost nothing and would skew the search)."""
+
+    def __init__(self, bits: int, symmetric: bool, bins: int) -> None:
+        super().__init__(symmetric, bins)
+        self.bits = bits
+        self.zeros = 0
+
+    def _observe(self, values: np.ndarray) -> None:
+        self.zeros += int(np.count_nonzero(values == 0))
+
+
 class PercentileObserver(_HistogramObserver):
     """onnxruntime's percentile calibration on a streaming 1024-bin histogram."""
 
@@ -382,7 +395,7 @@ class PercentileObserver(_HistogramObserver):
         return float(min(max(value, h.min), h.max))
 
 
-class MSEObserver(_HistogramObserver):
+class MSEObserver(_SearchObserver):
     """Least expected quantization MSE over candidate ranges, on a 2048-bin histogram."""
 
     coarse = 128  # grid steps per side (asymmetric), refined by `fine` around the best
@@ -391,12 +404,7 @@ class MSEObserver(_HistogramObserver):
     fine_symmetric = 64
 
     def __init__(self, bits: int = 8, symmetric: bool = False, bins: int = MSE_BINS) -> None:
-        super().__init__(symmetric, bins)
-        self.bits = bits
-        self.zeros = 0
-
-    def _observe(self, values: np.ndarray) -> None:
-        self.zeros += int(np.count_nonzero(values == 0))
+        super().__init__(bits, symmetric, bins)
 
     def range(self) -> tuple[float, float]:
         h = self._checked()
@@ -504,19 +512,14 @@ class _MSECost:
         return above_cost + self._noise(self.h.total - above_mass, scale_units)
 
 
-class EntropyObserver(_HistogramObserver):
+class EntropyObserver(_SearchObserver):
     """TensorRT-style KL-divergence calibration on a streaming 512-bin histogram."""
 
     positions = 64  # candidate window ends per side (asymmetric)
     thresholds = 256  # candidate thresholds (symmetric)
 
     def __init__(self, bits: int = 8, symmetric: bool = False, bins: int = ENTROPY_BINS) -> None:
-        super().__init__(symmetric, bins)
-        self.bits = bits
-        self.zeros = 0
-
-    def _observe(self, values: np.ndarray) -> None:
-        self.zeros += int(np.count_nonzero(values == 0))
+        super().__init__(bits, symmetric, bins)
 
     def range(self) -> tuple[float, float]:
         h = self._checked()
