@@ -81,6 +81,9 @@ def dtype_of(element_type: Attribute) -> np.dtype:
             return np.dtype(np.bool_)
         unsigned = element_type.signedness.data == Signedness.UNSIGNED
         return np.dtype(f"{'u' if unsigned else ''}int{width}")
+    storage = getattr(element_type, "storage_type", None)
+    if isinstance(storage, IntegerType):  # a quantized type holds its storage integers
+        return dtype_of(IntegerType(max(storage.width.data, 8), storage.signedness.data))
     raise ModelError(f"element type {element_type} has no numpy equivalent")
 
 

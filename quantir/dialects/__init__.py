@@ -5,10 +5,7 @@ from xdsl.ir import Dialect
 
 def all_dialects() -> list[Dialect]:
     from quantir.dialects.nn import NN
+    from quantir.dialects.q import Q
+    from quantir.dialects.qi import QI
 
-    dialects = [NN]
-    try:
-        from quantir.dialects.q import Q
-    except ImportError:  # the q dialect is being written
-        return dialects
-    return [*dialects, Q]
+    return [NN, Q, QI]

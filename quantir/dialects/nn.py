@@ -183,8 +183,9 @@ def window_output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_
 # --------------------------------------------------------------------------------------
 
 
-class NNOperation(IRDLOperation, ABC):
-    """An op of the float graph: keeps its ONNX node name; results follow from `infer`."""
+class InferredOperation(IRDLOperation, ABC):
+    """An op that keeps its ONNX node name and whose result types follow from `infer`
+    (the base of the float `nn` ops and of the integer `qi` ops)."""
 
     onnx_name = prop_def(StringAttr)
 
@@ -238,6 +239,10 @@ class NNOperation(IRDLOperation, ABC):
                 f"{self.name} '{self.node_name}': result types "
                 f"{', '.join(map(str, actual))} do not match the inferred "
                 f"{', '.join(map(str, expected))}")
+
+
+class NNOperation(InferredOperation, ABC):
+    """An op of the float graph."""
 
 
 class UnaryOperation(NNOperation, ABC):

@@ -44,7 +44,13 @@ def main_function(module: ModuleOp) -> func.FuncOp:
 
 
 def default_kernel(op: Operation) -> Kernel:
-    """Float kernels for nn ops, fake-quantization kernels for q ops."""
+    """Integer kernels for the integer program (qi ops, q.requant, data movement on
+    quantized tensors), fake-quantization kernels for the other q ops, float kernels
+    for nn ops."""
+    from quantir.runtime import int_kernels
+
+    if int_kernels.is_integer_op(op):
+        return int_kernels.compile_kernel(op)
     if op.name.startswith("q."):
         from quantir.runtime import q_kernels
 

@@ -30,6 +30,8 @@ from xdsl.dialects.builtin import TensorType
 from xdsl.irdl import IRDLOperation
 
 from quantir.dialects import nn
+from quantir.dialects.q import QuantizedType
+from quantir.dialects.q_math import quantize_array
 from quantir.errors import QuantirError
 from quantir.ir import dtype_of, shape_of
 
@@ -975,7 +977,11 @@ def _build_pad(op: IRDLOperation) -> _Fn:
     interior = tuple(slice(b, b + s.stop - s.start) for (b, _), s in zip(grow, crop,
                                                                          strict=True))
     if mode == "constant":
-        fill = np.array(value).astype(dtype)
+        element = op.results[0].type.element_type  # type: ignore[attr-defined]
+        if isinstance(element, QuantizedType):  # the integer program pads with q(value)
+            fill = quantize_array(np.array(value, dtype=np.float32), element)
+        else:
+            fill = np.array(value).astype(dtype)
 
         def pad_constant(x: np.ndarray) -> np.ndarray:
             out = np.full(out_shape, fill, dtype)

@@ -1,7 +1,11 @@
 """`quantir`: the user-facing command line.
 
+    quantir quantize MODEL.onnx --calib DATA -o OUTDIR [--script S.alls] [...]
+        calibrates and quantizes; writes OUTDIR/model.q.mlir, OUTDIR/model.qir.mlir
+        (the integer program) and OUTDIR/encodings.json
     quantir run MODEL --input NAME=FILE.npy ... -o OUTDIR
-        runs an .onnx or .mlir model and writes OUTDIR/<output name>.npy per output
+        runs an .onnx, .mlir or .qir.mlir model (a float graph, a quantization-annotated
+        module in simulation, or the integer program) and writes OUTDIR/<output>.npy
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     quantize = commands.add_parser(
         "quantize", help="calibrate and quantize an ONNX model",
         description="Writes OUTDIR/model.q.mlir (the quantization-annotated module), "
+                    "OUTDIR/model.qir.mlir (the integer program, for `quantir run`), "
                     "OUTDIR/encodings.json (AIMET format) and prints a per-layer summary.")
     quantize.add_argument("model", help="an .onnx model")
     quantize.add_argument("--calib", required=True, metavar="DATA",
@@ -57,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--activations", choices=["asymmetric", "symmetric"])
     quantize.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
                           help="fix an ONNX input's dynamic dimensions (default batch 1)")
+    quantize.add_argument("--rounding", choices=["single", "tflite", "tosa"], default="single",
+                          help="requantization rounding of the integer program (default "
+                               "single)")
     quantize.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     quantize.set_defaults(handler=command_quantize)
     return parser
@@ -67,6 +75,7 @@ def command_quantize(args: argparse.Namespace) -> None:
     import tempfile
 
     from quantir.ir import print_module
+    from quantir.lowering.lower_to_int import lower_to_int
     from quantir.passes.presets import quantize_model
     from quantir.passes.qconfig import QuantConfig
 
@@ -79,6 +88,8 @@ def command_quantize(args: argparse.Namespace) -> None:
     activations, params = result.encodings()
     texts = {
         "model.q.mlir": print_module(result.module, elide_limit=None),
+        "model.qir.mlir": print_module(lower_to_int(result.module, args.rounding),
+                                       elide_limit=None),
         "encodings.json": json.dumps({"version": "0.6.1", "activation_encodings": activations,
                                       "param_encodings": params}, indent=2) + "\n",
     }
