@@ -28,6 +28,7 @@ from xdsl.dialects.builtin import (
     DenseIntOrFPElementsAttr,
     DenseResourceAttr,
     IntegerAttr,
+    StringAttr,
     TensorType,
 )
 from xdsl.ir import Attribute, Dialect
@@ -426,9 +427,34 @@ class ReduceMeanOp(IntegerOperation):
         return [_fraction_accumulator(operand_types, props, shape)]
 
 
+@irdl_op_definition
+class ResizeLinearOp(IntegerOperation):
+    """ONNX Resize (linear) over H and W of NCHW with weights in 2^-F steps: an
+    accumulator of scale s / 2^(2F) (see reference.resize_bilinear)."""
+
+    name = "qi.resize_linear"
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    coordinate_transformation_mode = prop_def(StringAttr)
+    scales = prop_def(DenseArrayBase)
+    sizes = prop_def(DenseArrayBase)
+    fraction_bits = prop_def(IntegerAttr)
+
+    @classmethod
+    def infer(cls, operand_types, props):
+        element = per_tensor(operand_types[0], "input")
+        shape = tuple(operand_types[0].get_shape())
+        sizes = props.ints("sizes")
+        if len(shape) != 4 or len(sizes) != 4 or tuple(sizes[:2]) != shape[:2]:
+            raise VerifyException(f"sizes {sizes} must resize only H and W of an NCHW input "
+                                  f"{shape}")
+        unit = 2.0 ** (-2 * props.int("fraction_bits"))
+        return [TensorType(accumulator([element.scale * unit], 0), sizes)]
+
+
 QI = Dialect(
     "qi",
     [Conv2dOp, ConvTranspose2dOp, MatMulOp, AddOp, SubOp, MulOp, ClampOp, LookupOp, SoftmaxOp,
-     LayerNormOp, MaxPool2dOp, AvgPool2dOp, ReduceMeanOp],
+     LayerNormOp, MaxPool2dOp, AvgPool2dOp, ReduceMeanOp, ResizeLinearOp],
     [],
 )

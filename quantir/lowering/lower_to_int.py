@@ -62,6 +62,7 @@ INTERNAL_BITS = 16
 
 POOL_FRACTION_BITS = 8
 SOFTMAX_FRACTION_BITS = 16
+RESIZE_FRACTION_BITS = 10
 SOFTMAX_TABLE_BITS = 20
 LAYERNORM_GAMMA_BITS = 12
 
@@ -592,10 +593,15 @@ def lower_softmax(lo: Lowering, op: nn.NNOperation, xs: list[Operand],
     element = per_tensor(xs[0], "input")
     if element.storage_bits > 16:
         raise Fallback("its input is wider than 16 bits")
-    table = reference.softmax_exp_table(element.scale, element.storage_bits, SOFTMAX_TABLE_BITS)
+    # Probabilities at 2^-16 serve an 8-bit output; a 16-bit one needs 2^-24, and exp
+    # values with more bits so small probabilities keep their precision.
+    wide = outs[0].element_type.storage_bits > 8  # type: ignore[attr-defined]
+    fraction = SOFTMAX_FRACTION_BITS + (8 if wide else 0)
+    table_bits = SOFTMAX_TABLE_BITS + (8 if wide else 0)
+    table = reference.softmax_exp_table(element.scale, element.storage_bits, table_bits)
     acc = lo.build(qi.SoftmaxOp, [xs[0].value], {
         "axis": op.props.int("axis"), "exp_table": dense_of(table.astype(np.int32)),
-        "fraction_bits": SOFTMAX_FRACTION_BITS})
+        "fraction_bits": fraction})
     return [lo.finish(acc, outs[0], op)]
 
 
@@ -635,6 +641,12 @@ def lower_layer_norm(lo: Lowering, op: nn.NNOperation, xs: list[Operand],
     return [lo.finish(acc, outs[0], op)]
 
 
+def pool_fraction_bits(element: QuantizedType, count: int) -> int:
+    """Fraction bits of a mean: 8, or more for 16-bit inputs while sum * 2^F fits 31
+    bits (a mean's rounding then stays far below the output's)."""
+    return max(POOL_FRACTION_BITS, 30 - element.storage_bits - math.ceil(math.log2(count)))
+
+
 def lower_reduce_mean(lo: Lowering, op: nn.NNOperation, xs: list[Operand],
                       outs: list[TensorType]) -> list[SSAValue]:
     per_tensor(xs[0], "input")
@@ -643,8 +655,11 @@ def lower_reduce_mean(lo: Lowering, op: nn.NNOperation, xs: list[Operand],
         props: dict[str, object] = {"axes": list(range(2, rank)), "keepdims": 1}
     else:
         props = properties_of(op)
+    shape = tensor_of(xs[0].value).get_shape()
+    count = math.prod(shape[axis] for axis in nn.Props(
+        {k: nn.to_attr(v) for k, v in props.items()}).ints("axes"))
     acc = lo.build(qi.ReduceMeanOp, [xs[0].value],
-                   {**props, "fraction_bits": POOL_FRACTION_BITS})
+                   {**props, "fraction_bits": pool_fraction_bits(xs[0].element, count)})
     return [lo.finish(acc, outs[0], op)]
 
 
@@ -656,8 +671,25 @@ def lower_pool(lo: Lowering, op: nn.NNOperation, xs: list[Operand],
     if isinstance(op, nn.MaxPoolOp):
         pooled = lo.build(qi.MaxPool2dOp, [xs[0].value], properties_of(op))
         return [lo.requant(pooled, outs[0].element_type)]
-    acc = lo.build(qi.AvgPool2dOp, [xs[0].value],
-                   {**properties_of(op), "fraction_bits": POOL_FRACTION_BITS})
+    count = math.prod(op.props.ints("kernel_shape"))
+    acc = lo.build(qi.AvgPool2dOp, [xs[0].value], {
+        **properties_of(op), "fraction_bits": pool_fraction_bits(xs[0].element, count)})
+    return [lo.finish(acc, outs[0], op)]
+
+
+def lower_resize_linear(lo: Lowering, op: nn.NNOperation, xs: list[Operand],
+                        outs: list[TensorType]) -> list[SSAValue]:
+    per_tensor(xs[0], "input")
+    shape, sizes = tensor_of(xs[0].value).get_shape(), op.props.ints("sizes")
+    if len(shape) != 4 or tuple(sizes[:2]) != tuple(shape[:2]):
+        raise Fallback("only resizing H and W of NCHW has an integer kernel")
+    props = {key: op.properties[key] for key in
+             ("coordinate_transformation_mode", "scales", "sizes")}
+    # (x - zp) 2^(2F) must fit 31 bits: 10 weight bits for 8-bit inputs, 7 for 16-bit
+    # (exact for the usual 2x / 4x scales, whose weights are multiples of 1/8).
+    bits = xs[0].element.storage_bits
+    fraction = min(RESIZE_FRACTION_BITS, (30 - bits) // 2)
+    acc = lo.build(qi.ResizeLinearOp, [xs[0].value], {**props, "fraction_bits": fraction})
     return [lo.finish(acc, outs[0], op)]
 
 
@@ -684,7 +716,7 @@ def lower_movement(lo: Lowering, op: nn.NNOperation, xs: list[Operand],
     """Data movement on the stored integers; each output then requantized. Concat
     first requantizes its inputs to the output's encoding (they must agree)."""
     if isinstance(op, nn.ResizeOp) and op.props.str("mode") != "nearest":
-        raise Fallback("linear resize has no integer kernel yet")
+        return lower_resize_linear(lo, op, xs, outs)
     data = [x for x in xs if x.quantized]
     if not data:
         raise Fallback("no input is quantized")

@@ -215,6 +215,15 @@ def _reduce_mean(op: qi.ReduceMeanOp) -> Kernel:
     return lambda x: (reduce_mean(x, x_zp, *args),)
 
 
+def _resize_linear(op: qi.ResizeLinearOp) -> Kernel:
+    p = props(op)
+    x_zp = zero_point(op.input.type)
+    sizes, mode = p.ints("sizes"), p.str("coordinate_transformation_mode")
+    fraction, scales = p.int("fraction_bits"), p.floats("scales")
+    resize = implementation("resize_bilinear")
+    return lambda x: (resize(x, x_zp, sizes, mode, fraction, scales),)
+
+
 _FACTORIES: dict[type[Operation], Callable[..., Kernel]] = {
     q.RequantOp: _requant,
     qi.Conv2dOp: _conv2d,
@@ -230,6 +239,7 @@ _FACTORIES: dict[type[Operation], Callable[..., Kernel]] = {
     qi.MaxPool2dOp: _max_pool2d,
     qi.AvgPool2dOp: _avg_pool2d,
     qi.ReduceMeanOp: _reduce_mean,
+    qi.ResizeLinearOp: _resize_linear,
 }
 
 MOVEMENT_OPS: tuple[type[nn.NNOperation], ...] = (

@@ -18,15 +18,16 @@ func.func @conv_pool_softmax(%x: tensor<1x2x4x4xf32> {quantir.name = "x", quanti
 // The conv keeps its quantized weights; its bias is int32 at s_x * s_w; the requant
 // multiplier is s_x s_w / s_y = 0.0052493 = 0.67191 * 2^-7 (Q31: 1442928645), one per
 // channel along axis 1. ReLU needs no clamp: the output's zero point is the storage
-// minimum. Global average pooling is a mean at 2^-8 of the input scale.
+// minimum. Global average pooling is a mean at 2^-18 of the input scale (the sum of
+// 16 8-bit values times 2^18 still fits 31 bits).
 // CHECK-LABEL: func.func @conv_pool_softmax
 // CHECK:       %0 = q.quantize %x
 // CHECK-NEXT:  %1 = q.constant dense<[{{\[\[\[}}127]], {{\[\[}}-64]]], {{\[\[\[}}64]], {{\[\[}}127]]], {{\[\[\[}}-127]], {{\[\[}}64]]]]> : tensor<3x2x1x1xi8>
 // CHECK-NEXT:  %2 = q.constant dense<[1619, -6477, 2429]> : tensor<3xi32>
 // CHECK-NEXT:  %3 = qi.conv2d %0, %1, %2 {{.*}} -> tensor<1x3x4x4x!q.per_axis<i32:f32:1, {6.175698625907056e-05:0, 3.087849312953528e-05:0, 0.0001235139725181411:0}>>
 // CHECK-NEXT:  %c = q.requant %3 {onnx_name = "conv", multiplier = array<i32: 1442928645, 1442928645, 1442928645>, shift = array<i64: -7, -8, -6>, rounding = "single", axis = 1 : i64} : {{.*}} -> tensor<1x3x4x4x!q.uniform<i8:f32, 0.011764705882352941:-128>>
-// CHECK-NEXT:  %4 = qi.reduce_mean %c {axes = array<i64: 2, 3>, keepdims = 1 : i64, fraction_bits = 8 : i64, onnx_name = "pool"} : {{.*}} -> tensor<1x3x1x1x!q.uniform<i32:f32, 4.5955882352941176e-05:0>>
-// CHECK-NEXT:  %p = q.requant %4 {onnx_name = "pool", multiplier = 1073741824 : i32, shift = -6 : i64, rounding = "single"}
+// CHECK-NEXT:  %4 = qi.reduce_mean %c {axes = array<i64: 2, 3>, keepdims = 1 : i64, fraction_bits = 18 : i64, onnx_name = "pool"} : {{.*}} -> tensor<1x3x1x1x!q.uniform<i32:f32, 4.487879136029412e-08:0>>
+// CHECK-NEXT:  %p = q.requant %4 {onnx_name = "pool", multiplier = 1073741824 : i32, shift = -16 : i64, rounding = "single"}
 // The reshape moves integers; softmax gives probabilities at 2^-16.
 // CHECK-NEXT:  %f = nn.reshape %p {{.*}} -> tensor<1x3x!q.uniform<i8:f32, 0.0058823529411764705:-128>>
 // CHECK-NEXT:  %5 = qi.softmax %f {axis = 1 : i64, exp_table = {{.*}} : tensor<256xi32>, fraction_bits = 16 : i64, onnx_name = "softmax"} : {{.*}} -> tensor<1x3x!q.uniform<i32:f32, 1.52587890625e-05:0>>
@@ -121,11 +122,11 @@ func.func @pool_concat(%x: tensor<1x2x4x4xf32> {quantir.name = "x", quantir.rang
   func.return %c : tensor<1x4x2x2xf32>
 }
 
-// Max pooling picks integers; average pooling is a mean at 2^-8; concat requantizes its
+// Max pooling picks integers; average pooling is a mean at 2^-20; concat requantizes its
 // inputs to its own encoding first (the max pool already has it: no requant).
 // CHECK-LABEL: func.func @pool_concat
 // CHECK:       %p = qi.max_pool2d %0
-// CHECK-NEXT:  %1 = qi.avg_pool2d %0 {{.*}}fraction_bits = 8 : i64
+// CHECK-NEXT:  %1 = qi.avg_pool2d %0 {{.*}}fraction_bits = 20 : i64
 // CHECK-NEXT:  %a = q.requant %1
 // CHECK-NEXT:  %2 = q.requant %a {onnx_name = "concat", multiplier = 1073741824 : i32, shift = 0 : i64
 // CHECK-NEXT:  %c = nn.concat %p, %2 {axis = 1 : i64, onnx_name = "concat"} : {{.*}} -> tensor<1x4x2x2x!q.uniform<i8:f32, 0.00784313725490196:0>>
