@@ -91,12 +91,19 @@ def integer_layers(session: Session, feeds: Mapping[str, np.ndarray],
         env[slot] = array
     for slot, array in zip(program.arguments, session._check_feeds(feeds), strict=True):
         env[slot] = array
+    # A layer's output is the last value its ops compute (a gather, then its requant).
+    final: dict[str, int] = {}
+    for step in program.steps:
+        layer = _layer_of(step.op)
+        for slot in step.outputs:
+            if layer is not None and _is_layer_output(program.values[slot]):
+                final[layer] = slot
     found: dict[str, np.ndarray] = {}
     for step in program.steps:
         outputs = step.kernel(*[env[s] for s in step.inputs])
         for slot, array in zip(step.outputs, outputs, strict=True):
             layer = _layer_of(step.op)
-            if layer is not None and _is_layer_output(program.values[slot]):
+            if layer is not None and final.get(layer) == slot:
                 found[layer] = array
                 if substitute is not None and layer in substitute \
                         and substitute[layer].shape == array.shape:

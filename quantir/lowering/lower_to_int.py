@@ -60,6 +60,9 @@ INTERNAL_BITS = 16
 """Width of the encodings given to float edges inside a layer (see
 `quantize_internal_edges`)."""
 
+INTERNAL_MARGIN = 0.5
+"""Widening of those edges' calibrated ranges, in spans, on each side."""
+
 POOL_FRACTION_BITS = 8
 SOFTMAX_FRACTION_BITS = 16
 RESIZE_FRACTION_BITS = 10
@@ -316,8 +319,9 @@ def quantize_internal_edges(block: Block, bits: int = INTERNAL_BITS) -> None:
     """Give every float edge inside a layer (conv -> HardSwish, matmul -> its bias add:
     ops the quantize pass grouped, so nothing quantizes between them) a `bits`-bit
     encoding from the producer's calibrated range, so both ends can become integer
-    ops. The simulation keeps such edges in float; 16 bits keeps the difference well
-    below one output LSB."""
+    ops. The simulation keeps such edges in float; 16 bits over twice the calibrated
+    span keeps the difference far below one LSB of an 8-bit output (for a 16-bit
+    output, the edge's step is about two output LSB)."""
     from quantir.passes.ranges import get_range
 
     for op in list(block.ops):
@@ -329,7 +333,11 @@ def quantize_internal_edges(block: Block, bits: int = INTERNAL_BITS) -> None:
             found = get_range(result)
             if not readers or not is_float(result.type) or found is None:
                 continue
-            element = encoding_from_range(*found, bits=bits).to_type()
+            # Half a span of margin each side: the simulation does not clip this float
+            # edge, so a value beyond the calibrated range must survive it too.
+            low, high = found
+            margin = (high - low) * INTERNAL_MARGIN
+            element = encoding_from_range(low - margin, high + margin, bits=bits).to_type()
             quantized = TensorType(element, tensor_of(result).get_shape())
             quantize = q.QuantizeOp(result, quantized, f"{op.node_name}/internal")
             dequantize = q.DequantizeOp(quantize, f"{op.node_name}/internal")
