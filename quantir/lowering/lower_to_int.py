@@ -244,8 +244,11 @@ class Lowering:
         value = dense_of(np.ascontiguousarray(values, dtype=dtype))
         return self.emit(q.ConstantOp(value, type_, self.name))
 
-    def requant(self, value: SSAValue, target: Attribute, factor: float = 1.0) -> SSAValue:
-        """`value` brought to the `target` encoding (times a real `factor`)."""
+    def requant(self, value: SSAValue, target: Attribute, factor: float = 1.0,
+                saturate: bool = False) -> SSAValue:
+        """`value` brought to the `target` encoding (times a real `factor`). With
+        `saturate`, a ratio beyond the rounding mode's reach becomes the largest it can
+        hold: for an input whose every nonzero step saturates the result anyway."""
         assert isinstance(value.type, TensorType) and isinstance(target, QuantizedType)
         source = value.type.element_type
         assert isinstance(source, QuantizedType)
@@ -254,6 +257,9 @@ class Lowering:
         if isinstance(target, PerAxisQuantizedType):
             raise LoweringError(f"'{self.name}': cannot requantize to a per-channel encoding")
         ratios = [s * factor / target.scale for s in source.scales]
+        largest = q.MAX_MULTIPLIER * 2.0 ** (q.MAX_SHIFT[self.rounding] - 31)
+        if saturate:
+            ratios = [min(r, largest) for r in ratios]
         try:
             pairs = [reference.quantize_multiplier(r, self.rounding) for r in ratios]
         except ValueError as error:
@@ -530,17 +536,42 @@ def lower_add_sub(lo: Lowering, op: nn.NNOperation, xs: list[Operand],
         raise Fallback("no input is quantized")
     bits = max(e.storage_bits for e in quantized)
     shift = ADD_FRACTION_BITS[8 if bits <= 8 else 16]
-    common = qi.accumulator([2 * max(e.scale for e in quantized) / 2**shift], 0)
-    terms = []
-    for x in xs:
+    # An input's values matter only up to the output's reach plus the other inputs'
+    # (beyond, the sum saturates whatever they are): an attention mask's -3.4e38 must
+    # not coarsen the common scale of the scores it is added to.
+    output = outs[0].element_type
+    assert isinstance(output, UniformQuantizedType)
+    reaches = [reach(x) for x in xs]
+    steps = []
+    for index, x in enumerate(xs):
         if x.quantized:
-            terms.append(lo.requant(x.value, common))
+            relevant = reach_of(output) + sum(reaches) - reaches[index]
+            steps.append(x.element.scale * min(1.0, relevant / reaches[index]))  # type: ignore[attr-defined]
+    common = qi.accumulator([2 * max(steps) / 2**shift], 0)
+    terms = []
+    for x, limit in zip(xs, reaches, strict=True):
+        if x.quantized:
+            terms.append(lo.requant(x.value, common, saturate=limit > reach_of(output)))
         else:
             assert x.constant is not None  # operand() only lets constants through
             terms.append(lo.accumulator_constant(x.constant, common, x.constant.shape))
     cls = qi.AddOp if isinstance(op, nn.AddOp) else qi.SubOp
     acc = lo.build(cls, terms)
     return [lo.finish(acc, outs[0], op)]
+
+
+def reach_of(element: QuantizedType) -> float:
+    """The largest magnitude an encoding represents."""
+    low, high = element.storage_min - element.zero_points[0], \
+        element.storage_max - element.zero_points[0]
+    return max(abs(low), abs(high)) * max(element.scales)
+
+
+def reach(operand: Operand) -> float:
+    if operand.quantized:
+        return reach_of(operand.element)
+    assert operand.constant is not None
+    return float(np.abs(operand.constant).max(initial=0.0))
 
 
 def lower_mul(lo: Lowering, op: nn.NNOperation, xs: list[Operand],

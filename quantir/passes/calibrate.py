@@ -17,9 +17,10 @@ import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import BlockArgument, OpResult, SSAValue
+from xdsl.ir import Block, BlockArgument, OpResult, SSAValue
 from xdsl.passes import ModulePass
 
+from quantir.dialects import nn
 from quantir.errors import QuantirError
 from quantir.ir import dtype_of, shape_of
 from quantir.passes.ranges import set_ranges
@@ -86,10 +87,14 @@ class CalibratePass(ModulePass):
                 "batch size); import the model with batch 1 or use a multiple of the batch")
 
         observers: dict[SSAValue, object] = {}
+        softmax_axes = {value: axis for value, axis in _softmax_inputs(block)}
 
         def observe(value: SSAValue, array: np.ndarray) -> None:
             if array.dtype.kind != "f":
                 return
+            axis = softmax_axes.get(value)
+            if axis is not None:
+                array = _softmax_relevant(array, axis)
             observer = observers.get(value)
             if observer is None:
                 bits, symmetric = _activation_format(config, value)
@@ -117,6 +122,31 @@ class CalibratePass(ModulePass):
                               ": the calibration data never activates it; its encoding is the "
                               "minimum range", CalibrationWarning, stacklevel=2)
         set_ranges(function, ranges)
+
+
+SOFTMAX_SPAN = 20.0
+"""A softmax input below its row's maximum by more than this adds under exp(-20) = 2e-9
+to its row's sum: as good as minus infinity for any 8- or 16-bit output."""
+
+
+def _softmax_inputs(block: Block) -> list[tuple[SSAValue, int]]:
+    """Values read only by softmaxes (one axis): their ranges need only the top span."""
+    found = []
+    for op in block.ops:
+        for value in op.results:
+            readers = [use.operation for use in value.uses]
+            if readers and all(isinstance(r, nn.SoftmaxOp) for r in readers):
+                axes = {r.props.int("axis") for r in readers}  # type: ignore[attr-defined]
+                if len(axes) == 1:
+                    found.append((value, axes.pop()))
+    return found
+
+
+def _softmax_relevant(array: np.ndarray, axis: int) -> np.ndarray:
+    """The values a softmax input's encoding must cover: each raised to its row maximum
+    minus SOFTMAX_SPAN. An attention mask's -3.4e38 (or -10000) then leaves the range
+    alone and saturates to the encoding's minimum, where the softmax sees exp(-span)."""
+    return np.maximum(array, array.max(axis=axis, keepdims=True) - np.float32(SOFTMAX_SPAN))
 
 
 def _input_names(function: func.FuncOp) -> list[str]:

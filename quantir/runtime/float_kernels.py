@@ -1238,7 +1238,8 @@ def _then_activation(kernel: Kernel, activation: IRDLOperation) -> Kernel:
     def then_in_place(*inputs: np.ndarray) -> tuple[np.ndarray, ...]:
         (y,) = kernel(*inputs)
         if not (y.flags.writeable and y.flags.c_contiguous):
-            y = np.array(y, dtype=np.float32)
+            # order="C": np.array keeps a transposed (F-order) result's layout.
+            y = np.array(y, dtype=np.float32, order="C")
         epilogue(y)
         return (y,)
 

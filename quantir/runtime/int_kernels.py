@@ -19,7 +19,7 @@ from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, TensorType
 from xdsl.ir import Attribute, Operation
 
 from quantir.dialects import nn, q, qi
-from quantir.dialects.q import PerAxisQuantizedType, QuantizedType, UniformQuantizedType
+from quantir.dialects.q import PerAxisQuantizedType, QuantizedType
 from quantir.errors import ModelError, QuantirError
 from quantir.ir import array_of, dtype_of, is_elided
 from quantir.runtime import reference
@@ -85,13 +85,23 @@ def props(op: Operation) -> nn.Props:
 def _requant(op: q.RequantOp) -> Kernel:
     source, target = op.input.type, op.output.type
     result = element(target)
-    assert isinstance(result, UniformQuantizedType)
     axis = op.axis.value.data if op.axis is not None else None
     multiplier = np.asarray(op.multipliers, dtype=np.int64)
     shift = np.asarray(op.shifts, dtype=np.int64)
-    if axis is None:
-        multiplier, shift = multiplier.reshape(()), shift.reshape(())
     zp_in = zero_point(source) if isinstance(source.element_type, QuantizedType) else 0  # type: ignore[attr-defined]
+    zp_out = zero_point(target)
+    if isinstance(result, PerAxisQuantizedType):
+        # A per-channel result (a rescale of per-channel accumulators): one zero point
+        # per channel along its axis, scalar multipliers repeated.
+        if axis is not None and axis != result.axis:
+            raise QuantirError(f"q.requant '{op.node_name}': multipliers along axis {axis}, "
+                               f"result channels along {result.axis}")
+        axis = result.axis
+        count = result.num_channels
+        multiplier = np.broadcast_to(multiplier, (count,)) if multiplier.size == 1 else multiplier
+        shift = np.broadcast_to(shift, (count,)) if shift.size == 1 else shift
+    elif axis is None:
+        multiplier, shift = multiplier.reshape(()), shift.reshape(())
     if isinstance(zp_in, np.ndarray) and axis is None:
         raise QuantirError(f"q.requant '{op.node_name}': a per-channel input needs per-channel "
                            "multipliers")
@@ -100,8 +110,8 @@ def _requant(op: q.RequantOp) -> Kernel:
     requantize = implementation("requantize")
 
     def kernel(x: np.ndarray) -> tuple[np.ndarray, ...]:
-        return (requantize(x, multiplier, shift, rounding, zp_in, result.zero_point, low, high,
-                           dtype, axis),)
+        return (requantize(x, multiplier, shift, rounding, zp_in, zp_out, low, high, dtype,
+                           axis),)
 
     return kernel
 
