@@ -66,6 +66,36 @@ def _layernorm_fuse() -> type[ModulePass]:
     return LayerNormFusePass
 
 
+def _matmul_decompose() -> type[ModulePass]:
+    from quantir.passes.matmul_decompose import MatMulDecomposePass
+
+    return MatMulDecomposePass
+
+
+def _lower_to_int() -> type[ModulePass]:
+    from quantir.lowering.lower_to_int import LowerToIntPass
+
+    return LowerToIntPass
+
+
+def _bias_correction() -> type[ModulePass]:
+    from quantir.passes.bias_correction import BiasCorrectionPass
+
+    return BiasCorrectionPass
+
+
+def _legality() -> type[ModulePass]:
+    from quantir.passes.legality import LegalityPass
+
+    return LegalityPass
+
+
+def _legalize() -> type[ModulePass]:
+    from quantir.passes.legalize import LegalizePass
+
+    return LegalizePass
+
+
 def available_passes() -> dict[str, Callable[[], type[ModulePass]]]:
     """Pass name -> factory of its class (factories keep imports lazy for fast CLIs)."""
     from xdsl.transforms import get_all_passes
@@ -79,8 +109,13 @@ def available_passes() -> dict[str, Callable[[], type[ModulePass]]]:
     passes["cle"] = _cle
     passes["layernorm-decompose"] = _layernorm_decompose
     passes["layernorm-fuse"] = _layernorm_fuse
+    passes["matmul-decompose"] = _matmul_decompose
     passes["calibrate"] = _calibrate
     passes["quantize"] = _quantize
+    passes["legality"] = _legality
+    passes["legalize"] = _legalize
+    passes["bias-correction"] = _bias_correction
+    passes["lower-to-int"] = _lower_to_int
     return passes
 
 
