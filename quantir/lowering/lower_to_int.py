@@ -67,7 +67,7 @@ POOL_FRACTION_BITS = 8
 SOFTMAX_FRACTION_BITS = 16
 RESIZE_FRACTION_BITS = 10
 SOFTMAX_TABLE_BITS = 20
-LAYERNORM_GAMMA_BITS = 12
+LAYERNORM_FRACTION_BITS = 24
 
 
 class LoweringError(QuantirError):
@@ -152,9 +152,17 @@ class Lowering:
             raise QuantirError("lower-to-int: the module has no q.quantize ops; quantize it "
                                "first (pipeline 'calibrate,quantize,lower-to-int')")
         fallbacks: list[str] = []
-        quantize_internal_edges(self.block)
+        biased = bias_adds(self.block)
+        quantize_internal_edges(self.block, skip=set(biased.values()))
         for op in list(self.block.ops):
-            if isinstance(op, q.PrecisionChangeOp):
+            if op in biased.values():
+                continue  # lowered with the bias add that reads it
+            if isinstance(op, nn.AddOp) and op in biased:
+                try:
+                    self.lower(op, lower_biased_product)
+                except Fallback as why:
+                    fallbacks.append(f"{op.name} '{op.node_name}' stays in float: {why}")
+            elif isinstance(op, q.PrecisionChangeOp):
                 self.anchor, self.name = op, op.node_name
                 element = op.output.type.element_type  # type: ignore[attr-defined]
                 op.output.replace_all_uses_with(self.requant(op.input, element))
@@ -168,14 +176,17 @@ class Lowering:
         self.erase_dead()
         return fallbacks
 
-    def lower(self, op: nn.NNOperation) -> None:
-        lowerer = LOWERINGS.get(type(op))
+    def lower(self, op: nn.NNOperation, lowerer: Lowerer | None = None) -> None:
+        lowerer = lowerer or LOWERINGS.get(type(op))
         if lowerer is None:
             if isinstance(op, nn.UnaryOperation) and type(op) not in NOT_TABLES:
                 lowerer = lower_table
             else:
                 raise Fallback("no integer form")
-        operands = [self.operand(v) for v in op.operands]
+        # A bias add reads its product's float result: the product is lowered with it.
+        operands = [Operand(v, False, None, None) if lowerer is lower_biased_product
+                    and isinstance(v.owner, nn.MatMulOp | nn.GemmOp) else self.operand(v)
+                    for v in op.operands]
         outputs = [self.output_type(r) for r in op.results]
         self.anchor, self.name = op, op.node_name
         results = lowerer(self, op, operands, outputs)
@@ -321,7 +332,50 @@ class Lowering:
         return operand.value
 
 
-def quantize_internal_edges(block: Block, bits: int = INTERNAL_BITS) -> None:
+def bias_adds(block: Block) -> dict[nn.AddOp, nn.NNOperation]:
+    """Adds of a constant vector along the last axis to a matmul / gemm result that
+    nothing else reads (a Linear layer exported as MatMul + Add): add -> product.
+    The product is lowered with the vector as its bias, in one accumulator."""
+    found: dict[nn.AddOp, nn.NNOperation] = {}
+    for op in block.ops:
+        if not isinstance(op, nn.MatMulOp | nn.GemmOp) or op.activation is not None:
+            continue
+        uses = list(op.results[0].uses)
+        if len(uses) != 1 or not isinstance(uses[0].operation, nn.AddOp):
+            continue
+        add = uses[0].operation
+        other = add.operands[1 - uses[0].index]
+        width = tensor_of(op.results[0]).get_shape()[-1]
+        constant = other.owner
+        if isinstance(constant, q.DequantizeOp):
+            constant = constant.input.owner
+        if isinstance(constant, nn.ConstantOp | q.ConstantOp) and \
+                tensor_of(other).get_shape()[-1:] == (width,) and \
+                math.prod(tensor_of(other).get_shape()) == width:
+            found[add] = op
+    return found
+
+
+def lower_biased_product(lo: Lowering, add: nn.NNOperation, xs: list[Operand],
+                         outs: list[TensorType]) -> list[SSAValue]:
+    """A bias add and the matmul / gemm it reads, as one product with a bias."""
+    (product_input,) = [x for x in xs if x.constant is None]
+    (bias,) = [x for x in xs if x.constant is not None]
+    product = product_input.value.owner
+    assert isinstance(product, nn.MatMulOp | nn.GemmOp)
+    inputs = [lo.operand(v) for v in product.operands]
+    vector = constant_bias(bias)
+    if isinstance(product, nn.GemmOp):
+        if len(inputs) == 3:
+            raise Fallback("its gemm already has a C input")
+        return lower_gemm(lo, product, inputs, outs, extra_bias=vector, fused=add)
+    per_tensor(inputs[0], "left input")
+    b = lo.quantized_input(inputs[1], "right input")
+    return [lower_product(lo, add, qi.MatMulOp, inputs[0].value, b, {}, vector, outs[0])]
+
+
+def quantize_internal_edges(block: Block, bits: int = INTERNAL_BITS,
+                            skip: set[Operation] | None = None) -> None:
     """Give every float edge inside a layer (conv -> HardSwish, matmul -> its bias add:
     ops the quantize pass grouped, so nothing quantizes between them) a `bits`-bit
     encoding from the producer's calibrated range, so both ends can become integer
@@ -331,7 +385,8 @@ def quantize_internal_edges(block: Block, bits: int = INTERNAL_BITS) -> None:
     from quantir.passes.ranges import get_range
 
     for op in list(block.ops):
-        if not isinstance(op, nn.NNOperation) or isinstance(op, nn.ConstantOp):
+        if not isinstance(op, nn.NNOperation) or isinstance(op, nn.ConstantOp) or \
+                op in (skip or set()):
             continue
         for result in op.results:
             readers = [use for use in result.uses
@@ -408,7 +463,8 @@ def constant_bias(bias: Operand) -> np.ndarray:
 
 
 def lower_gemm(lo: Lowering, op: nn.NNOperation, xs: list[Operand],
-               outs: list[TensorType]) -> list[SSAValue]:
+               outs: list[TensorType], extra_bias: np.ndarray | None = None,
+               fused: nn.NNOperation | None = None) -> list[SSAValue]:
     assert isinstance(op, nn.GemmOp)
     props = op.props
     alpha, beta = props.float("alpha"), props.float("beta")
@@ -426,7 +482,10 @@ def lower_gemm(lo: Lowering, op: nn.NNOperation, xs: list[Operand],
         if xs[2].constant is None or xs[2].constant.size != width:
             raise Fallback("its C input is not a constant vector")
         bias = constant_bias(xs[2]) * beta
-    return [lower_product(lo, op, qi.MatMulOp, a, b, {}, bias, outs[0], factor=alpha)]
+    if extra_bias is not None:
+        bias = extra_bias
+    return [lower_product(lo, fused or op, qi.MatMulOp, a, b, {}, bias, outs[0],
+                          factor=alpha)]
 
 
 def transposed_weight(lo: Lowering, weight: Operand) -> SSAValue:
@@ -453,8 +512,8 @@ def lower_product(lo: Lowering, op: nn.NNOperation, cls: type[qi.IntegerOperatio
                   x: SSAValue, w: SSAValue, props: dict[str, object],
                   bias: np.ndarray | None, output: TensorType, factor: float = 1.0) \
         -> SSAValue:
-    """conv / matmul of x and w, plus a real `bias` added after scaling by `factor`,
-    requantized to `output`.
+    """conv / matmul / elementwise mul of x and w, plus a real `bias` added after
+    scaling by `factor`, requantized to `output`.
 
     With 8-bit operands the i32 accumulator cannot overflow. Wider operands (a16_w16,
     a16_w8) can: each is then split into bytes, (x - zp) = 256 hi + lo, the byte
@@ -589,8 +648,7 @@ def lower_mul(lo: Lowering, op: nn.NNOperation, xs: list[Operand],
             element = UniformQuantizedType.get("i8", peak / 127, 0)
             integers = quantize_array(x.constant.astype(np.float32), element)
             values.append(lo.constant(integers, TensorType(element, list(x.constant.shape))))
-    acc = lo.build(qi.MulOp, values)
-    return [lo.finish(acc, outs[0], op)]
+    return [lower_product(lo, op, qi.MulOp, values[0], values[1], {}, None, outs[0])]
 
 
 NOT_TABLES: tuple[type[nn.NNOperation], ...] = (nn.SoftmaxOp, nn.LRNOp, nn.CastOp)
@@ -646,6 +704,10 @@ def lower_softmax(lo: Lowering, op: nn.NNOperation, xs: list[Operand],
 
 def lower_layer_norm(lo: Lowering, op: nn.NNOperation, xs: list[Operand],
                      outs: list[TensorType]) -> list[SSAValue]:
+    """qi.layernorm with gamma's magnitudes in the per-channel requant multipliers (31
+    bits of precision) and only its signs in the integer product, so the normalised
+    value keeps F fraction bits (up to 24) whatever the output width. beta is added at
+    the accumulator scale 2^-F |gamma_c|."""
     element = per_tensor(xs[0], "input")
     shape = tensor_of(xs[0].value).get_shape()
     if op.props.int("axis") != len(shape) - 1:
@@ -653,26 +715,19 @@ def lower_layer_norm(lo: Lowering, op: nn.NNOperation, xs: list[Operand],
     width = shape[-1]
     if any(x.constant is None for x in xs[1:]):
         raise Fallback("its scale or bias is not a constant")
+    gamma = np.broadcast_to(xs[1].constant, (width,)).astype(np.float64)  # type: ignore[arg-type]
     beta = np.zeros(width) if len(xs) < 3 else \
         np.broadcast_to(xs[2].constant, (width,)).astype(np.float64)  # type: ignore[arg-type]
-    if xs[1].qconstant is not None and isinstance(xs[1].element, UniformQuantizedType) \
-            and xs[1].element.storage_bits <= 16 and not xs[1].element.zero_point:
-        # The quantized gamma as it is: the integers the simulation multiplies by.
-        gamma_element = xs[1].element
-        gamma_value = xs[1].value
-        if tuple(tensor_of(gamma_value).get_shape()) != (width,):
-            raise Fallback("its scale is not one value per channel")
-        magnitude = gamma_element.storage_bits - 1
-    else:
-        gamma = np.broadcast_to(xs[1].constant, (width,)).astype(np.float64)  # type: ignore[arg-type]
-        magnitude = LAYERNORM_GAMMA_BITS - 1
-        level = 2 ** magnitude - 1
-        gamma_element = UniformQuantizedType.get("i16", (np.abs(gamma).max() or 1.0) / level, 0)
-        gamma_q = np.clip(np.round(gamma / gamma_element.scale), -level, level)
-        gamma_value = lo.constant(gamma_q.astype(np.int16), TensorType(gamma_element, [width]))
-    # |y| <= sqrt(n) 2^F and |gamma| < 2^magnitude: keep |y * gamma| below 2^30.
-    fraction = int(min(16, max(4, 30 - magnitude - math.ceil(math.log2(width) / 2))))
-    acc_element = qi.accumulator([gamma_element.scale * 2.0 ** -fraction], 0)
+    magnitude = np.where(gamma == 0, 1.0, np.abs(gamma))
+    # |y| <= sqrt(n) 2^F, plus beta / |gamma| in the same units, must stay below 2^31.
+    reach = math.sqrt(width) + float(np.max(np.abs(beta) / magnitude))
+    fraction = int(min(LAYERNORM_FRACTION_BITS, math.floor(30 - math.log2(reach))))
+    if fraction < 4:
+        raise Fallback("its beta / gamma ratio leaves under 4 fraction bits")
+    axis = len(shape) - 1
+    signs = PerAxisQuantizedType.get("i8", list(magnitude), None, 0)
+    gamma_value = lo.constant(np.sign(gamma).astype(np.int8), TensorType(signs, [width]))
+    acc_element = qi.accumulator(list(magnitude * 2.0 ** -fraction), axis)
     beta_value = lo.accumulator_constant(beta, acc_element, [width])
     epsilon = reference.layernorm_epsilon_units(op.props.float("epsilon"), element.scale, width)
     acc = lo.build(qi.LayerNormOp, [xs[0].value, gamma_value, beta_value],

@@ -103,13 +103,15 @@ func.func @norm(%x: tensor<1x4x8xf32> {quantir.name = "x", quantir.range = array
   func.return %y : tensor<1x4x8xf32>
 }
 
-// LayerNorm keeps gamma's 8-bit integers; beta is int32 at 2^-16 s_gamma; epsilon is
-// in (s/n)^2 units: 1e-5 * 64 / 0.0156863^2 = 2.6 -> 3.
+// LayerNorm: gamma's magnitudes go into the per-channel requant multipliers, only its
+// signs (+-1, per-channel scales |gamma|) into the integer product, so y keeps 24
+// fraction bits; beta is int32 at 2^-24 |gamma_c|; epsilon is in (s/n)^2 units:
+// 1e-5 * 64 / 0.0156863^2 = 2.6 -> 3.
 // CHECK-LABEL: func.func @norm
-// CHECK:       %1 = q.constant dense<[85, 42, 127, 85, 64, 106, 85, 76]> : tensor<8xi8> {onnx_name = "gamma"}
-// CHECK-NEXT:  %2 = q.constant dense<[0, 550502, -550502, 1109743, 0, 0, -1109743, 279620]> : tensor<8xi32>
-// CHECK-NEXT:  %3 = qi.layernorm %0, %1, %2 {epsilon_units = 3 : i64, fraction_bits = 16 : i64, onnx_name = "ln"}
-// CHECK-NEXT:  %y = q.requant %3
+// CHECK:       %1 = q.constant dense<1> : tensor<8xi8> {onnx_name = "ln"} : tensor<8x!q.per_axis<i8:f32:0, {1.003937005996704:0, 0.4960629940032959:0, 1.5:0,
+// CHECK-NEXT:  %2 = q.constant dense<[0, 3355443, -1109674, 3342285, 0, 0, -3342285, 941879]> : tensor<8xi32>
+// CHECK-NEXT:  %3 = qi.layernorm %0, %1, %2 {epsilon_units = 3 : i64, fraction_bits = 24 : i64, onnx_name = "ln"}
+// CHECK-NEXT:  %y = q.requant %3 {onnx_name = "ln", multiplier = array<i32: 1431677780, 1414834520, 2139095040, {{.*}}axis = 2 : i64}
 
 // -----
 
@@ -130,3 +132,20 @@ func.func @pool_concat(%x: tensor<1x2x4x4xf32> {quantir.name = "x", quantir.rang
 // CHECK-NEXT:  %a = q.requant %1
 // CHECK-NEXT:  %2 = q.requant %a {onnx_name = "concat", multiplier = 1073741824 : i32, shift = 0 : i64
 // CHECK-NEXT:  %c = nn.concat %p, %2 {axis = 1 : i64, onnx_name = "concat"} : {{.*}} -> tensor<1x4x2x2x!q.uniform<i8:f32, 0.00784313725490196:0>>
+
+// -----
+
+// A Linear exported as MatMul + Add of a bias vector (one layer: nothing quantizes
+// between them) is one product with that bias.
+func.func @linear(%x: tensor<1x3x4xf32> {quantir.name = "x", quantir.range = array<f64: -1.0, 1.0>}) -> (tensor<1x3x2xf32> {quantir.name = "y"}) {
+  %w = nn.constant dense<[[0.5, -0.25], [1.0, 0.0], [0.125, 0.5], [-1.0, 0.75]]> : tensor<4x2xf32> {onnx_name = "w"}
+  %b = nn.constant dense<[0.5, -0.5]> : tensor<2xf32> {onnx_name = "b"}
+  %m = nn.matmul %x, %w {onnx_name = "fc/MatMul", quantir.ranges = [array<f64: -2.0, 2.0>]} : (tensor<1x3x4xf32>, tensor<4x2xf32>) -> tensor<1x3x2xf32>
+  %y = nn.add %b, %m {onnx_name = "fc/Add", quantir.ranges = [array<f64: -2.5, 2.5>]} : (tensor<2xf32>, tensor<1x3x2xf32>) -> tensor<1x3x2xf32>
+  func.return %y : tensor<1x3x2xf32>
+}
+// CHECK-LABEL: func.func @linear
+// CHECK:       %2 = q.constant dense<[8096, -10795]> : tensor<2xi32> {onnx_name = "fc/Add"}
+// CHECK-NEXT:  %3 = qi.matmul %0, %1, %2 {onnx_name = "fc/Add"}
+// CHECK-NEXT:  %y = q.requant %3
+// CHECK-NEXT:  %4 = q.dequantize %y
