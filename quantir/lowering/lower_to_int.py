@@ -169,6 +169,8 @@ class Lowering:
                 op.detach()
                 op.erase()
             elif isinstance(op, nn.NNOperation) and not isinstance(op, nn.ConstantOp):
+                if not any(is_float(v.type) for v in (*op.operands, *op.results)):
+                    continue  # integer data (indices, a mask): nothing to lower
                 try:
                     self.lower(op)
                 except Fallback as why:
