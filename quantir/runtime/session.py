@@ -39,6 +39,7 @@ class Session:
     def __init__(self, source: str | Path | ModuleOp,
                  input_shapes: Mapping[str, Sequence[int]] | None = None):
         self.module = load_any(source, input_shapes)
+        self.from_onnx = isinstance(source, str | Path) and Path(source).suffix == ".onnx"
         function = main_function(self.module)
         self.input_names, self.output_names = graph_names(function)
         self.input_shapes = [shape_of(t) for t in function.function_type.inputs]
@@ -72,9 +73,12 @@ class Session:
                 raise FeedError(f"input '{name}' has dtype {array.dtype}, the model expects "
                                 f"{dtype}; convert it with .astype(np.{dtype})")
             if tuple(array.shape) != tuple(shape):
+                wanted = f"{name}={','.join(map(str, array.shape))}"
+                fix = (f"import the model with input_shapes / --input-shape {wanted}"
+                       if self.from_onnx else
+                       f"this module was built for that shape: rebuild it from the ONNX "
+                       f"model with --input-shape {wanted}")
                 raise FeedError(f"input '{name}' has shape {list(array.shape)}, the model "
-                                f"expects {list(shape)}; import the model with "
-                                f"input_shapes / --input-shape {name}="
-                                f"{','.join(map(str, array.shape))} to change it")
+                                f"expects {list(shape)}; {fix}")
             arrays.append(array)
         return arrays
