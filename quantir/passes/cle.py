@@ -13,6 +13,22 @@ channel i at 6 / s_i (a ReLU followed by `nn.min` with a per-channel bound), and
 `relu6=relu` does what QNN does and says so. Any other activation between the
 layers (HardSwish, ...) is not positive-homogeneous: that pair is skipped and
 reported, as is a pair whose middle tensor has other users.
+
+Batch-norm statistics (`quantir.bn_stats`, recorded by `fuse-bn`) follow the scaling:
+the first layer's output channel i, scaled by 1/s_i, has beta_i / s_i and gamma_i / s_i.
+
+High-bias absorption (`high-bias-absorption=true`, the default; Nagel et al. 2019,
+section 4.2): after equalization, for a pair conv1 -> ReLU -> conv2 whose conv1 carries
+batch-norm statistics, channel i of conv1's pre-activation h_i is about
+N(beta_i, gamma_i^2); with c_i = max(0, beta_i - 3 |gamma_i|), conv1's bias loses c_i
+and conv2's bias gains sum(W2[:, i]) c_i. Since ReLU(h) = ReLU(h - c) + c whenever
+h >= c, the function is unchanged wherever h_i >= c_i, which the Gaussian model puts
+at 99.87 % of the values; where h_i < c_i the output moves by at most
+sum|W2[:, i]| (c_i - ReLU(h_i)). It is approximate in that sense, not exact. A clip
+bound M / s_i (ReLU6, per channel after equalization) becomes M / s_i - c_i, with c_i at
+most the bound. Skipped (and reported): pairs without statistics, without a ReLU
+between the layers, and pairs whose conv2 pads its input (the zero padding would not
+carry the absorbed c_i, so the border outputs would change).
 """
 
 from __future__ import annotations
@@ -29,7 +45,11 @@ from xdsl.passes import ModulePass
 
 from quantir.dialects import nn
 from quantir.ir import array_of, dense_of
+from quantir.passes.fuse_bn import bn_stats, set_bn_stats
 from quantir.runtime.executor import main_function
+
+SIGMAS = 3.0
+"""High-bias absorption keeps c = beta - SIGMAS * |gamma| (the paper's 3 sigma)."""
 
 
 class EqualizationReport(UserWarning):
@@ -42,6 +62,7 @@ class _Pair:
     activation: Operation | None  # relu / clip between the layers, or None
     second: nn.ConvOp
     scales: np.ndarray = field(default_factory=lambda: np.ones(0))
+    absorbed: np.ndarray | None = None  # c per channel of `first`, by high-bias absorption
 
 
 @dataclass(frozen=True)
@@ -51,6 +72,7 @@ class CrossLayerEqualizationPass(ModulePass):
     relu6: str = "per-channel-clip"
     iterations: int = 20
     tolerance: float = 1e-4
+    high_bias_absorption: bool = True
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.relu6 not in ("per-channel-clip", "relu"):
@@ -80,19 +102,77 @@ class CrossLayerEqualizationPass(ModulePass):
                 largest = max(largest, float(np.max(np.abs(np.log(scales)))))
             if largest < self.tolerance:
                 break
+        for pair in pairs:
+            stats = bn_stats(pair.first)
+            if stats is not None:
+                set_bn_stats(pair.first, stats[0] / pair.scales, stats[1] / pair.scales)
+        absorbed = []
+        if self.high_bias_absorption:
+            without = [pair for pair in pairs if bn_stats(pair.first) is None]
+            if without:
+                warnings.warn(f"cle: no high-bias absorption for {_listing(without)}: no "
+                              "batch-norm statistics (quantir.bn_stats, which fuse-bn records)",
+                              EqualizationReport, stacklevel=2)
+            absorbed = [pair for pair in pairs if pair not in without
+                        and self.absorb_high_bias(pair, weights, biases)]
         for conv, weight in weights.items():
             _replace_constant(conv, 1, weight)
             if biases[conv] is not None:
                 _replace_constant(conv, 2, biases[conv])
         for pair in pairs:
             self.rescale_activation(pair)
-        warnings.warn(f"cle: equalized {len(pairs)} layer pairs "
-                      f"({', '.join(f'{p.first.node_name} -> {p.second.node_name}' for p in pairs)})",
+        warnings.warn(f"cle: equalized {len(pairs)} layer pairs ({_listing(pairs)})",
                       EqualizationReport, stacklevel=2)
+        for pair in absorbed:
+            assert pair.absorbed is not None
+            warnings.warn(f"cle: absorbed high biases of '{pair.first.node_name}' into "
+                          f"'{pair.second.node_name}' ({int(np.count_nonzero(pair.absorbed))} "
+                          f"channels, largest {float(pair.absorbed.max()):.4g})",
+                          EqualizationReport, stacklevel=2)
+
+    def absorb_high_bias(self, pair: _Pair, weights: dict[nn.ConvOp, np.ndarray],
+                         biases: dict[nn.ConvOp, np.ndarray | None]) -> bool:
+        """Move c = max(0, beta - 3 |gamma|) from the first layer's bias into the second's
+        (see the module docstring); whether anything moved. Needs statistics; updates
+        them, and reports a pair with something to absorb that it cannot take."""
+        first, second = pair.first, pair.second
+        stats = bn_stats(first)
+        assert stats is not None
+        beta, gamma = stats
+        bound = _relu_bound(pair)
+        absorbed = np.clip(beta - SIGMAS * np.abs(gamma), 0.0,
+                           (math.inf if bound is None else bound) / pair.scales)
+        if not np.any(absorbed > 0):
+            return False
+        why = None
+        if bound is None:
+            why = "no ReLU between the layers"
+        elif any(second.props.ints("pads")):
+            why = f"'{second.node_name}' pads its input"
+        elif biases[first] is None:
+            why = f"'{first.node_name}' has no bias"
+        if why is not None:
+            _no_absorption(pair, f"{why} ({int(np.count_nonzero(absorbed))} channels have "
+                                 "beta > 3 |gamma|)")
+            return False
+        biases[first] -= absorbed  # type: ignore[operator]
+        if biases[second] is None:
+            biases[second] = np.zeros(weights[second].shape[0])
+            _add_bias_operand(second)
+        biases[second] += _absorbed_into(weights[second], second, absorbed)
+        set_bn_stats(first, beta - absorbed, gamma)
+        pair.absorbed = absorbed
+        return True
 
     def pair_after(self, first: nn.ConvOp) -> _Pair | None:
         """The conv that follows `first` through at most one activation, if CLE applies."""
         if not _equalizable(first):
+            return None
+        fused = _fused(first)
+        if fused not in (None, "relu"):
+            # A fused clip bound would need the per-channel rewrite of a standalone one.
+            self.skip(first, f"it applies activation {fused} itself; run cle before "
+                             "fuse-activation")
             return None
         value: SSAValue = first.results[0]
         activation = None
@@ -146,7 +226,10 @@ class CrossLayerEqualizationPass(ModulePass):
             return
         channels = pair.scales.shape[0]
         rank = len(clip.results[0].type.get_shape())  # type: ignore[attr-defined]
-        bounds = (bound / pair.scales).astype(np.float32).reshape(channels, *([1] * (rank - 2)))
+        per_channel = bound / pair.scales
+        if pair.absorbed is not None:
+            per_channel = per_channel - pair.absorbed
+        bounds = per_channel.astype(np.float32).reshape(channels, *([1] * (rank - 2)))
         constant = nn.ConstantOp.build_from([], {"value": dense_of(bounds)},
                                             f"{clip.node_name}/per_channel_max")
         minimum = nn.MinOp.build_from([relu.results[0], constant.results[0]], {},
@@ -154,6 +237,51 @@ class CrossLayerEqualizationPass(ModulePass):
         block.insert_ops_before([constant, minimum], clip)
         clip.results[0].replace_all_uses_with(minimum.results[0])
         block.erase_op(clip)
+
+
+def _listing(pairs: list[_Pair]) -> str:
+    return ", ".join(f"{p.first.node_name} -> {p.second.node_name}" for p in pairs)
+
+
+def _no_absorption(pair: _Pair, why: str) -> None:
+    warnings.warn(f"cle: no high-bias absorption for {_listing([pair])}: {why}",
+                  EqualizationReport, stacklevel=4)
+
+
+def _relu_bound(pair: _Pair) -> float | None:
+    """The upper clip bound of a ReLU-like activation between the layers (inf for a
+    plain ReLU), or None if there is no such activation."""
+    activation = pair.activation
+    if isinstance(activation, nn.ReluOp) or (activation is None and _fused(pair.first) == "relu"):
+        return math.inf
+    if isinstance(activation, nn.ClipOp) and activation.props.float("min", -math.inf) == 0.0:
+        return activation.props.float("max", math.inf)
+    return None
+
+
+def _absorbed_into(weight: np.ndarray, conv: nn.ConvOp, constant: np.ndarray) -> np.ndarray:
+    """What `conv` (without padding) adds to each output for a constant `constant[i]` on
+    input channel i: sum over i and the kernel of W[o, i] * constant[i] (for a
+    depthwise conv, input channel o only)."""
+    if conv.props.int("group") > 1:
+        return weight.reshape(weight.shape[0], -1).sum(axis=1) * constant
+    return weight.reshape(*weight.shape[:2], -1).sum(axis=2) @ constant
+
+
+def _add_bias_operand(conv: nn.ConvOp) -> None:
+    """Give a conv without bias a zero bias constant (its values are written later)."""
+    channels = _weight(conv).shape[0]
+    constant = nn.ConstantOp.build_from([], {"value": dense_of(np.zeros(channels, np.float32))},
+                                        f"{conv.node_name}.bias")
+    block = conv.parent_block()
+    assert block is not None
+    block.insert_op_before(constant, conv)
+    conv.operands = [*conv.operands, constant.results[0]]
+
+
+def _fused(conv: nn.ConvOp) -> str | None:
+    """The activation `conv` applies itself (fuse-activation), if any."""
+    return conv.props.str("activation") if conv.props.has("activation") else None
 
 
 def _sole_user(value: SSAValue) -> Operation | None:

@@ -30,6 +30,15 @@ line each (`fuse-bn: batch norm '<name>' ...`); `fuse_batch_norms` returns the l
 
 Computed in float64 and stored in the weights' dtype: the folded function differs
 from the separate batch norm by float32 rounding only (about 1e-7 relative).
+
+Statistics: a folded batch norm leaves its beta (`bias`) and gamma (`scale`) on the op
+now producing its output (the fused conv / conv_transpose / gemm, or the matmul's
+`nn.add`), as `quantir.bn_stats = {beta = array<f64: ...>, gamma = array<f64: ...>}`:
+that output is, per channel, roughly normal with mean beta and standard deviation
+|gamma| (Nagel et al. 2019, "Data-Free Quantization"). `cle` keeps them in step with
+the weights it rescales and uses them for high-bias absorption; `bias-correction
+{mode=analytic}` estimates the mean input of the next layer from them. Read and write
+them with `bn_stats` / `set_bn_stats`.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import DenseArrayBase, DictionaryAttr, ModuleOp, f64
 from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.passes import ModulePass
 
@@ -56,6 +65,7 @@ from quantir.passes.constants import (
 )
 
 FOLDABLE = (nn.ConvOp, nn.ConvTransposeOp, nn.GemmOp, nn.MatMulOp)
+BN_STATS_KEY = "quantir.bn_stats"
 
 
 @dataclass(frozen=True)
@@ -71,10 +81,31 @@ class FuseBatchNormPass(ModulePass):
 
 @dataclass(frozen=True)
 class _Affine:
-    """A batch norm as y = x * k + s per channel (float64)."""
+    """A batch norm as y = x * k + s per channel (float64), and its beta and gamma."""
 
     k: np.ndarray
     s: np.ndarray
+    beta: np.ndarray
+    gamma: np.ndarray
+
+
+def set_bn_stats(op: Operation, beta: np.ndarray, gamma: np.ndarray) -> None:
+    """Record that `op`'s output channel c is about N(beta[c], gamma[c]^2)."""
+    op.attributes[BN_STATS_KEY] = DictionaryAttr({
+        "beta": DenseArrayBase.from_list(f64, [float(v) for v in np.ravel(beta)]),
+        "gamma": DenseArrayBase.from_list(f64, [float(v) for v in np.ravel(gamma)])})
+
+
+def bn_stats(op: Operation) -> tuple[np.ndarray, np.ndarray] | None:
+    """(beta, gamma) per output channel of `op` (float64), or None if it has none."""
+    attr = op.attributes.get(BN_STATS_KEY)
+    if not isinstance(attr, DictionaryAttr):
+        return None
+    beta, gamma = attr.data.get("beta"), attr.data.get("gamma")
+    if not isinstance(beta, DenseArrayBase) or not isinstance(gamma, DenseArrayBase):
+        return None
+    return (np.array(beta.get_values(), dtype=np.float64),
+            np.array(gamma.get_values(), dtype=np.float64))
 
 
 def fuse_batch_norms(root: Operation) -> list[str]:
@@ -90,7 +121,7 @@ def fuse_batch_norms(root: Operation) -> list[str]:
             continue
         scale, bias, mean, var = (p.astype(np.float64) for p in params)  # type: ignore[union-attr]
         k = scale / np.sqrt(var + bn.props.float("epsilon"))
-        affine = _Affine(k, bias - mean * k)
+        affine = _Affine(k, bias - mean * k, bias, scale)
         reason = _fold(bn, affine)
         if reason is not None:
             _as_mul_add(bn, affine)
@@ -137,6 +168,7 @@ def _fold(bn: nn.BatchNormOp, affine: _Affine) -> str | None:
     bias = new_constant(new_bias.astype(weight.dtype), bias_name)
     fused = type(producer).build_from([producer.operands[0], new_weight.results[0],
                                        bias.results[0]], properties, producer.node_name)
+    set_bn_stats(fused, affine.beta, affine.gamma)
     _replace(bn, producer, [new_weight, bias, fused], fused.results[0])
     return None
 
@@ -166,6 +198,7 @@ def _fold_matmul(bn: nn.BatchNormOp, producer: nn.MatMulOp, weight: np.ndarray,
     fused.results[0].name_hint = producer.results[0].name_hint
     bias = new_constant(affine.s.astype(weight.dtype), _bias_name(producer, weight_value))
     add = nn.AddOp.build_from([fused.results[0], bias.results[0]], {}, bn.node_name)
+    set_bn_stats(add, affine.beta, affine.gamma)
     _replace(bn, producer, [new_weight, fused, bias, add], add.results[0])
     return None
 

@@ -13,7 +13,6 @@ quantized and written.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,15 +102,19 @@ def _scales(element: q.QuantizedType) -> str:
 def quantize_model(model: str | Path, calibration: Any, config: Any,
                    input_shapes: Mapping[str, Sequence[int]] | None = None) \
         -> QuantizationResult:
-    """Import, calibrate and quantize an ONNX model (nothing is written)."""
+    """Import, calibrate and quantize an ONNX model (nothing is written).
+
+    With `config.bias_correction` (the script line
+    `post_quantization_optimization(bias_correction, policy=enabled)`), the quantized
+    biases are then corrected empirically on the calibration data against the float
+    module (`bias-correction{mode=empirical}`): the data is read once more per layer,
+    so it must be re-iterable (a file, an array, a list; not a generator)."""
     from quantir.dialects import nn
-    from quantir.passes.qconfig import QuantirWarning
+    from quantir.passes.bias_correction import check_data, correct_biases
     from quantir.passes.quantize import op_kind
 
     if config.bias_correction:
-        warnings.warn("post_quantization_optimization(bias_correction) is enabled, but quantir "
-                      "has no bias-correction pass yet: it is skipped", QuantirWarning,
-                      stacklevel=2)
+        check_data(calibration, "post_quantization_optimization(bias_correction)")
     settings = config.calibration
     calibration_shapes = _batched_shapes(model, input_shapes, settings.batch_size,
                                          settings.calibset_size)
@@ -127,7 +130,13 @@ def quantize_model(model: str | Path, calibration: Any, config: Any,
               if isinstance(op, nn.NNOperation) and not isinstance(op, nn.ConstantOp)]
     config.check_globs([op.node_name for op in layers], {op_kind(op) for op in layers})
     copy_ranges(main_function(calibrated), main_function(module))
+    # Bias correction (post_quantization_optimization(bias_correction, policy=enabled))
+    # compares the quantized layers with the float ones: keep the float module.
+    reference = module.clone() if config.bias_correction else None
     compile(module, "quantize", config=config, tensor_names=_tensor_names(load_onnx(model)))
+    if reference is not None:
+        correct_biases(module, reference, "empirical", calibration, settings.calibset_size)
+        module.verify()
     return QuantizationResult(module, config)
 
 

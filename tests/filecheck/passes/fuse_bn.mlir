@@ -20,7 +20,8 @@ func.func @conv(%x: tensor<1x2x3x3xf32>) -> tensor<1x2x3x3xf32> {
 // CHECK-LABEL: func.func @conv(
 // CHECK-NEXT:    %c.weight = nn.constant dense<{{\[\[\[\[}}2.000000e+00]], {{\[\[}}4.000000e+00]]], {{\[\[\[}}1.500000e+00]], {{\[\[}}2.000000e+00]]]]> : tensor<2x2x1x1xf32> {onnx_name = "c.weight"}
 // CHECK-NEXT:    %c.bias = nn.constant dense<[0.000000e+00, -1.500000e+00]> : tensor<2xf32> {onnx_name = "c.bias"}
-// CHECK-NEXT:    %z = nn.conv %x, %c.weight, %c.bias {{{.*}}onnx_name = "conv"}
+// The batch norm's beta and gamma stay on the fused op (cle and bias-correction read them).
+// CHECK-NEXT:    %z = nn.conv %x, %c.weight, %c.bias {quantir.bn_stats = {beta = array<f64: 1.000000e+00, -1.000000e+00>, gamma = array<f64: 2.000000e+00, 1.000000e+00>}, {{.*}}onnx_name = "conv"}
 // CHECK-NEXT:    %r = nn.relu %z {onnx_name = "relu"}
 // CHECK-NEXT:    func.return %r
 
@@ -78,7 +79,7 @@ func.func @gemm(%a: tensor<1x3xf32>) -> tensor<1x2xf32> {
 // CHECK-LABEL: func.func @gemm(
 // CHECK-NEXT:    %fc.weight = nn.constant dense<{{\[\[}}2.000000e+00, 2.000000e+00, 2.000000e+00], [1.000000e+00, 1.000000e+00, 1.000000e+00]]> : tensor<2x3xf32> {onnx_name = "fc.weight"}
 // CHECK-NEXT:    %fc.bias = nn.constant dense<[1.000000e+00, -1.000000e+00]> : tensor<2xf32> {onnx_name = "fc.bias"}
-// CHECK-NEXT:    %z = nn.gemm %a, %fc.weight, %fc.bias {alpha = 1.000000e+00 : f32, beta = 1.000000e+00 : f32, trans_a = 0 : i64, trans_b = 1 : i64, onnx_name = "fc"}
+// CHECK-NEXT:    %z = nn.gemm %a, %fc.weight, %fc.bias {quantir.bn_stats = {beta = array<f64: 1.000000e+00, -1.000000e+00>, gamma = array<f64: 2.000000e+00, 1.000000e+00>}, alpha = 1.000000e+00 : f32, beta = 1.000000e+00 : f32, trans_a = 0 : i64, trans_b = 1 : i64, onnx_name = "fc"}
 // CHECK-NEXT:    func.return %z
 
 // matmul with a constant (K, N) rhs: columns * k, then an add of s in the batch norm's place.
@@ -97,7 +98,7 @@ func.func @matmul(%a: tensor<1x3xf32>) -> tensor<1x2xf32> {
 // CHECK-NEXT:    %m.weight = nn.constant dense<{{\[\[}}2.000000e+00, 1.000000e+00], [2.000000e+00, 1.000000e+00], [2.000000e+00, 1.000000e+00]]> : tensor<3x2xf32> {onnx_name = "m.weight"}
 // CHECK-NEXT:    %y = nn.matmul %a, %m.weight {onnx_name = "mm"}
 // CHECK-NEXT:    %m.bias = nn.constant dense<[0.000000e+00, -1.500000e+00]> : tensor<2xf32> {onnx_name = "m.bias"}
-// CHECK-NEXT:    %z = nn.add %y, %m.bias {onnx_name = "bn"}
+// CHECK-NEXT:    %z = nn.add %y, %m.bias {quantir.bn_stats = {beta = array<f64: 1.000000e+00, -1.000000e+00>, gamma = array<f64: 2.000000e+00, 1.000000e+00>}, onnx_name = "bn"}
 // CHECK-NEXT:    func.return %z
 
 // Left unfolded: the conv's output has a second user. The batch norm becomes a
