@@ -29,3 +29,20 @@ class FeedError(QuantirError):
 
 class PipelineError(QuantirError):
     """A pass pipeline string or pass option is malformed."""
+
+
+class TargetError(QuantirError):
+    """A target description is unknown or malformed (the message names file:line)."""
+
+
+class LegalityError(QuantirError):
+    """The module cannot run on the target as configured.
+
+    `summary` is one line; `diagnostics` holds one line per problem. The command-line
+    tools print the summary and then each diagnostic on its own line.
+    """
+
+    def __init__(self, summary: str, diagnostics: tuple[str, ...] = ()):
+        self.summary = summary
+        self.diagnostics = diagnostics
+        super().__init__("\n".join([summary, *diagnostics]))

@@ -150,6 +150,8 @@ class QuantirContext(Context):
     config: Any = None
     tensor_names: dict[tuple[str, int], str] | None = None
     """(ONNX node name, output index) -> ONNX tensor name, for encodings files."""
+    float_reference: ModuleOp | None = None
+    """The float module as `quantize` found it (set by that pass; bias-correction reads it)."""
 
 
 def pipeline_context(calibration: Any = None, config: Any = None,

@@ -82,8 +82,10 @@ Q_CHAIN = (q.DequantizeOp, q.QuantizeOp, q.PrecisionChangeOp)
 class BiasCorrectionPass(ModulePass):
     """Correct the biases of a quantization-annotated module (see the module docstring).
 
-    `reference`: the float model file; `data` / `calibset_size`: the data for
-    mode=empirical (default: the pipeline's calibration handle and QuantConfig)."""
+    `reference`: the float model file (default: the float module the pipeline's
+    `quantize` pass saw, which it leaves in the context as `float_reference`);
+    `data` / `calibset_size`: the data for mode=empirical (default: the pipeline's
+    calibration handle and QuantConfig)."""
 
     name = "bias-correction"
 
@@ -98,7 +100,8 @@ class BiasCorrectionPass(ModulePass):
                                 f"{', '.join(MODES)}")
         settings = getattr(getattr(ctx, "config", None), "calibration", None)
         calibset_size = self.calibset_size or getattr(settings, "calibset_size", None)
-        reference = _load_reference(self.reference) if self.reference else None
+        reference = _load_reference(self.reference) if self.reference else \
+            getattr(ctx, "float_reference", None)
         correct_biases(op, reference, self.mode,
                        self.data or getattr(ctx, "calibration", None), calibset_size)
 

@@ -140,6 +140,47 @@ def quantize_model(model: str | Path, calibration: Any, config: Any,
     return QuantizationResult(module, config)
 
 
+def preset_pipeline(config: Any, calibration: str, *, precision: str | None = None,
+                    weights: str | None = None, activations: str | None = None,
+                    script: str | None = None, overrides: str | None = None,
+                    rounding: str = "single", target: str | None = None,
+                    legalize: bool = False) -> str:
+    """The pass pipeline `quantir quantize` runs, as one `quantir-opt -p` string: batch
+    norms fold, equalization when the script asks for it, activations fuse, then
+    calibrate, quantize, bias correction when asked for, the target's legalize (when
+    asked for) and legality check, and lower-to-int. Every option
+    is explicit, so `quantir-opt model.onnx -p '...' --print-ir-after-all` shows each
+    step (it calibrates at batch 1)."""
+    settings = config.calibration
+    steps = ["fuse-bn", *(["cle"] if config.equalization else []), "fuse-activation",
+             pass_spec("calibrate", data=calibration, method=settings.method,
+                       calibset_size=settings.calibset_size, percentile=settings.percentile),
+             pass_spec("quantize", precision=precision, weights=weights,
+                       activations=activations, script=script, overrides=overrides)]
+    if config.bias_correction:
+        steps.append(pass_spec("bias-correction", mode="empirical", data=calibration,
+                               calibset_size=settings.calibset_size))
+    if legalize:
+        steps.append(pass_spec("legalize", target=target))
+    if target is not None:
+        steps.append(pass_spec("legality", target=target))
+    steps.append(pass_spec("lower-to-int", rounding=rounding))
+    return ",".join(steps)
+
+
+def pass_spec(name: str, **options: object) -> str:
+    """`name{a=1 b="x/y"}` with the options that are set (kebab-case, paths quoted)."""
+    given = []
+    for key, value in options.items():
+        if value is None:
+            continue
+        text = str(value)
+        if not text.replace("_", "").replace("-", "").replace(".", "").isalnum():
+            text = '"' + text.replace('"', '\\"') + '"'
+        given.append(f"{key.replace('_', '-')}={text}")
+    return f"{name}{{{' '.join(given)}}}" if given else name
+
+
 def _batched_shapes(model: str | Path, input_shapes: Mapping[str, Sequence[int]] | None,
                     batch_size: int, calibset_size: int | None) -> dict[str, list[int]] | None:
     """Input shapes with a dynamic batch set to the calibration batch size (when that

@@ -72,6 +72,9 @@ class QuantizePass(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         config = self.config(getattr(ctx, "config", None))
+        # Passes after this one that compare with the float model (bias-correction)
+        # find it here: the annotated module keeps only the quantized weights.
+        ctx.float_reference = op.clone()  # type: ignore[attr-defined]
         _Quantizer(config, main_function(op), getattr(ctx, "tensor_names", None) or {}).run()
 
     def config(self, given: object):  # type: ignore[no-untyped-def]
@@ -137,8 +140,13 @@ class _Quantizer:
 
     def group_layers(self, ops: Sequence[Operation]) -> None:
         self.layer_of = group_layers(ops)
-        for member in self.layer_of:
-            self.internal.add(member.operands[0])
+        for member, anchor in self.layer_of.items():
+            # The member's input from inside the layer (a bias add may take it second).
+            for operand in member.operands:
+                owner = operand.owner
+                if owner is anchor or (isinstance(owner, Operation)
+                                       and self.layer_of.get(owner) is anchor):
+                    self.internal.add(operand)
 
     # -- activations -------------------------------------------------------------------
 
@@ -231,9 +239,26 @@ class _Quantizer:
 
     def reason(self, producer: Operation | None, consumer: Operation, produced: int,
                consumed: int) -> str:
-        source = self.layer(producer).source if producer is not None else "model input"
+        """`P writes 16 bits (script.alls:3); C reads 8 bits (default)`. A data-movement
+        producer passes on the width of the layer before it, which the source names:
+        `/Transpose writes 16 bits (as /patch_embed/Conv: script.alls:2)`."""
+        origin = self.data_origin(producer)
+        source = self.layer(origin).source if origin is not None else "model input"
+        if origin is not None and origin is not producer:
+            source = f"as {_node(origin, None)}: {source}"
         return (f"{_node(producer, None)} writes {produced} bits ({source}); "
                 f"{_node(consumer, None)} reads {consumed} bits ({self.layer(consumer).source})")
+
+    def data_origin(self, op: Operation | None) -> Operation | None:
+        """The layer whose encoding a data-movement op passes on (None: a model input)."""
+        while isinstance(op, PASSTHROUGH):
+            value = op.operands[0]
+            while isinstance(value.owner, q.DequantizeOp | q.PrecisionChangeOp | q.QuantizeOp):
+                value = value.owner.operands[0]
+            if not isinstance(value, OpResult):
+                return None
+            op = self.layer_of.get(value.op, value.op)
+        return op
 
     # -- constants ---------------------------------------------------------------------
 
@@ -270,29 +295,13 @@ class _Quantizer:
 
     def bias_type(self, values: np.ndarray, op: Operation, layer,  # type: ignore[no-untyped-def]
                   bits: int | None) -> q.QuantizedType:
-        """int32 at s_x * s_w (per channel when the weights are); 16 bits with its own
-        scale under double_scale_initialization; its own 32-bit scale when the op reads
-        a float input."""
-        if bits is not None or layer.bias_mode == "double_scale_initialization":
-            return _constant_type(values, bits or 16, True, None)
-        input_scale = self.input_scale(op.operands[0])
+        """See `bias_type` (the module function); `bits` comes from an overrides entry."""
         weight = op.operands[1].owner
         weight_type = weight.input.type.element_type if isinstance(weight, q.DequantizeOp) \
             else None
-        if input_scale is None or not isinstance(weight_type, q.QuantizedType):
-            return _constant_type(values, 32, True, None)
-        scales = np.array([input_scale * s for s in weight_type.scales])
-        # 16-bit inputs and weights put s_x * s_w near 1e-10: a bias that would not fit
-        # int32 there is stored at s_x * s_w * 2^k, the smallest k that fits (lowering
-        # adds it to the accumulator shifted left by k).
-        per_channel = values.reshape(len(scales), -1) if len(scales) > 1 else values.reshape(1, -1)
-        largest = float(np.max(np.abs(per_channel) / scales.reshape(-1, 1))) if values.size else 0
-        if largest > INT32_MAX:
-            scales = scales * 2.0 ** math.ceil(math.log2(largest / INT32_MAX))
-        scales = [float(s) for s in scales]
-        if len(scales) == 1:
-            return q.UniformQuantizedType.get("i32", scales[0], 0)
-        return q.PerAxisQuantizedType.get("i32", tuple(scales), (0,) * len(scales), axis=0)
+        return bias_type(values, self.input_scale(op.operands[0]),
+                         weight_type if isinstance(weight_type, q.QuantizedType) else None,
+                         bits, layer.bias_mode == "double_scale_initialization")
 
     def input_scale(self, value: SSAValue) -> float | None:
         """The scale of the activation an op reads (None if it reads a float tensor)."""
@@ -311,6 +320,31 @@ class _Quantizer:
         if kind == "activation":
             return overrides.activation(self.tensor_name(value))
         return overrides.param(getattr(value.owner, "node_name", ""))
+
+
+def bias_type(values: np.ndarray, input_scale: float | None,
+              weight_type: q.QuantizedType | None, bits: int | None = None,
+              double_scale: bool = False) -> q.QuantizedType:
+    """The encoding of a bias: int32 at s_x * s_w (per channel when the weights are);
+    `bits` (an overrides width) or `double_scale` (double_scale_initialization) give a
+    symmetric per-tensor encoding with its own scale (16 bits by default); a bias of an
+    op that reads a float input or float weights gets its own 32-bit scale."""
+    if bits is not None or double_scale:
+        return _constant_type(values, bits or 16, True, None)
+    if input_scale is None or weight_type is None:
+        return _constant_type(values, 32, True, None)
+    scales = np.array([input_scale * s for s in weight_type.scales])
+    # 16-bit inputs and weights put s_x * s_w near 1e-10: a bias that would not fit
+    # int32 there is stored at s_x * s_w * 2^k, the smallest k that fits (lowering
+    # adds it to the accumulator shifted left by k).
+    per_channel = values.reshape(len(scales), -1) if len(scales) > 1 else values.reshape(1, -1)
+    largest = float(np.max(np.abs(per_channel) / scales.reshape(-1, 1))) if values.size else 0
+    if largest > INT32_MAX:
+        scales = scales * 2.0 ** math.ceil(math.log2(largest / INT32_MAX))
+    scales = [float(s) for s in scales]
+    if len(scales) == 1:
+        return q.UniformQuantizedType.get("i32", scales[0], 0)
+    return q.PerAxisQuantizedType.get("i32", tuple(scales), (0,) * len(scales), axis=0)
 
 
 def group_layers(ops: Sequence[Operation]) -> dict[Operation, Operation]:
@@ -416,4 +450,4 @@ def _node(op: Operation | None, value: SSAValue | None) -> str:
     return getattr(op, "node_name", op.name)
 
 
-__all__ = ["QuantizePass", "group_layers", "op_kind"]
+__all__ = ["QuantizePass", "bias_type", "group_layers", "op_kind"]

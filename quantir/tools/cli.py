@@ -3,6 +3,10 @@
     quantir quantize MODEL.onnx --calib DATA -o OUTDIR [--script S.alls] [...]
         calibrates and quantizes; writes OUTDIR/model.q.mlir, OUTDIR/model.qir.mlir
         (the integer program) and OUTDIR/encodings.json
+        [--target T [--legalize] [--report FILE.json]]: checks (repairs) for a target
+        before writing anything
+    quantir targets [show NAME]
+        lists the hardware targets, or prints one's rules
     quantir run MODEL --input NAME=FILE.npy ... -o OUTDIR
         runs an .onnx, .mlir or .qir.mlir model (a float graph, a quantization-annotated
         module in simulation, or the integer program) and writes OUTDIR/<output>.npy
@@ -20,6 +24,7 @@ import numpy as np
 
 from quantir.errors import FeedError, QuantirError
 from quantir.tools.common import fail, one_line_warnings, parse_shape_args, wants_debug
+from quantir.tools.targets_cli import add_target_arguments, add_targets_command, apply_target
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,11 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--activations", choices=["asymmetric", "symmetric"])
     quantize.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
                           help="fix an ONNX input's dynamic dimensions (default batch 1)")
-    quantize.add_argument("--rounding", choices=["single", "tflite", "tosa"], default="single",
+    quantize.add_argument("--rounding", choices=["single", "tflite", "tosa"],
                           help="requantization rounding of the integer program (default "
-                               "single)")
+                               "single, or the target's when it has no single)")
+    add_target_arguments(quantize)
+    quantize.add_argument("--print-pipeline", action="store_true",
+                          help="print the equivalent quantir-opt pass pipeline and exit "
+                               "(replay it with quantir-opt MODEL -p '...' "
+                               "--print-ir-after-all)")
     quantize.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     quantize.set_defaults(handler=command_quantize)
+    add_targets_command(commands)
     return parser
 
 
@@ -83,12 +94,16 @@ def command_quantize(args: argparse.Namespace) -> None:
         precision=args.precision, weights=args.weights, activations=args.activations,
         script=args.script, overrides=args.overrides, method=args.calib_method,
         calibset_size=args.calibset_size, batch_size=args.batch_size)
+    if args.print_pipeline:
+        print(quantize_pipeline(config, args))
+        return
     result = quantize_model(args.model, args.calib, config,
                             parse_shape_args(args.input_shape) or None)
+    rounding = apply_target(result.module, config, args)  # raises, writing nothing, if illegal
     activations, params = result.encodings()
     texts = {
         "model.q.mlir": print_module(result.module, elide_limit=None),
-        "model.qir.mlir": print_module(lower_to_int(result.module, args.rounding),
+        "model.qir.mlir": print_module(lower_to_int(result.module, rounding),
                                        elide_limit=None),
         "encodings.json": json.dumps({"version": "0.6.1", "activation_encodings": activations,
                                       "param_encodings": params}, indent=2) + "\n",
@@ -104,6 +119,21 @@ def command_quantize(args: argparse.Namespace) -> None:
     print_summary(result.summary())
     for name in texts:
         print(f"wrote {out / name}")
+
+
+def quantize_pipeline(config: object, args: argparse.Namespace) -> str:
+    """The quantir-opt pipeline doing what this `quantir quantize` command does."""
+    from quantir.passes.presets import preset_pipeline
+    from quantir.targets import load_target
+    from quantir.tools.targets_cli import target_rounding
+
+    target = load_target(args.target)
+    return preset_pipeline(
+        config, args.calib, precision=args.precision, weights=args.weights,
+        activations=args.activations, script=args.script, overrides=args.overrides,
+        rounding=target_rounding(target, args.rounding),
+        target=None if target.name == "cpu-ref" and not args.legalize else target.name,
+        legalize=args.legalize)
 
 
 def print_summary(rows: Sequence) -> None:  # type: ignore[type-arg]

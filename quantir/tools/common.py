@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from quantir.errors import QuantirError
+from quantir.errors import LegalityError, QuantirError
 
 
 def wants_debug(argv: Sequence[str]) -> bool:
@@ -22,6 +22,11 @@ def fail(tool: str, error: BaseException, debug: bool) -> int:
         return 130
     if debug:
         traceback.print_exception(error)
+    if isinstance(error, LegalityError):
+        # One line for the summary, then one per diagnostic (each names op, rule, fix).
+        for line in (error.summary, *error.diagnostics):
+            print(f"{tool}: error: {line}", file=sys.stderr)
+        return 1
     message = _one_line(error)
     if not isinstance(error, QuantirError | OSError) and not _is_user_ir_error(error):
         message = f"internal error: {message} (please report it; --debug shows the traceback)"
