@@ -60,6 +60,7 @@ class QuantizationResult:
     def summary(self) -> list[SummaryRow]:
         """One row per layer (a conv with its batch norm and activation is one layer)."""
         from quantir.dialects import nn
+        from quantir.passes.legality import Annotated
         from quantir.passes.quantize import group_layers, op_kind
 
         function = main_function(self.module)
@@ -71,6 +72,8 @@ class QuantizationResult:
             last[anchor] = member
         quantized = {op.input: op for op in function.body.block.ops
                      if isinstance(op, q.QuantizeOp)}
+        # The widths the module runs at, which legalize may have changed.
+        running = {layer.op: layer.mode() for layer in Annotated(self.module).layers}
         rows = []
         for op in ops:
             if op in layer_of:
@@ -83,9 +86,13 @@ class QuantizationResult:
             members = "+".join([op_kind(m) for m in layer_of if layer_of[m] is op]
                                + ([op.properties["activation"].data]  # type: ignore[attr-defined]
                                   if "activation" in op.properties else []))
+            precision = "float" if layer.float_fallback else str(layer.precision)
+            mode = running.get(op)
+            if mode is not None and not layer.float_fallback and str(mode) != precision:
+                precision = f"{mode} (was {precision})"
             rows.append(SummaryRow(
                 op.node_name, op_kind(op) + (f"+{members}" if members else ""),
-                "float" if layer.float_fallback else str(layer.precision), layer.source,
+                precision, layer.source,
                 _scales(quantized[output].output.type.element_type)
                 if output in quantized else "-",
                 _scales(weights[0]) if weights else "-"))
