@@ -70,14 +70,36 @@ def test_pretrained(name: str) -> None:
 
 
 @pytest.mark.parametrize("path", light_models(), ids=lambda p: p.stem)
-def test_light_models(path: Path) -> None:
-    """The onnx package's light models: placeholder weights, real graphs (opset 9)."""
+def test_light_models(path: Path, tmp_path: Path) -> None:
+    """The onnx package's light models: placeholder weights, real graphs (opset 9).
+
+    Placeholder weights blow some logits up to ~5e9, where one float32 ulp is 512 and
+    summation order alone changes a softmax completely: the final softmax's input is
+    compared too (as an extra output), and its output only while the logits are small
+    enough for float32 to decide it."""
+    import onnx
+
     module = quantir.import_onnx(path)
     module.verify()
     session = quantir.Session(module)
     (name,) = session.input_names
     feeds = random_feeds({name: list(session.input_shapes[0])}, {name: session.input_dtypes[0]})
-    assert_matches(path, feeds)
+    model = onnx.load(str(path))
+    last = model.graph.node[-1]
+    if last.op_type != "Softmax":
+        assert_matches(path, feeds)
+        return
+    model.graph.output.append(onnx.helper.make_tensor_value_info(
+        last.input[0], onnx.TensorProto.FLOAT, None))
+    exposed = tmp_path / path.name
+    onnx.save(model, str(exposed))
+    logits = onnxruntime_outputs(exposed, feeds)[last.input[0]]
+    if float(np.abs(logits).max()) < 1e3:
+        assert_matches(exposed, feeds)
+        return
+    ours = quantir.Session(exposed).run(feeds)[last.input[0]]
+    error = relative_error(ours, logits)
+    assert error <= TOLERANCE, f"{last.input[0]}: relative error {error:.2e}"
 
 
 def test_external_data_weights(tmp_path: Path) -> None:
