@@ -1,23 +1,35 @@
-"""Execution-time fusion for float runs that nobody observes.
+"""Execution-time fusion for runs that nobody observes.
 
-onnxruntime folds BatchNormalization into the convolution before it and applies
-the bias and the activation in the convolution's epilogue; so does the fast plan
-here. It changes no IR: the module stays as imported, and a run with an observer
+Float programs: onnxruntime folds BatchNormalization into the convolution before it
+and applies the bias and the activation in the convolution's epilogue; so does the
+fast plan here. Folded weights round differently from a separate batch norm (about
+1e-7 relative), as in onnxruntime.
+
+Integer programs: a qi.conv2d / qi.matmul and the chain of elementwise ops on its
+result (q.requant, qi.clamp, qi.lookup, qi.add / sub / mul with a broadcast operand)
+run as one step whose compiled epilogue writes only the last op's storage integers
+(int_kernels.Chain); so do chains of elementwise ops alone. Integer fusion changes
+no number: every stage computes what the op's own kernel computes.
+
+It changes no IR: the module stays as imported, and a run with an observer
 (calibration, debugging) uses the exact one-step-per-op plan, since fused steps
-never materialise the intermediate tensors. Folded weights round differently from
-a separate batch norm (about 1e-7 relative), as in onnxruntime.
+never materialise the intermediate tensors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from xdsl.dialects.builtin import f32
 from xdsl.ir import Block, Operation, SSAValue
 
 from quantir.dialects import nn
+
+if TYPE_CHECKING:
+    from quantir.runtime.int_kernels import Chain
 
 Kernel = Callable[..., tuple[np.ndarray, ...]]
 
@@ -46,29 +58,83 @@ class PlannedStep:
     outputs: list[SSAValue]
     ops: tuple[Operation, ...]  # every op the step computes, in order
     conv: ConvParts | None = None
+    chain: Chain | None = None  # an integer chain, compiled once the plan is complete
 
 
 def plan_steps(ops: Sequence[Operation], compile_kernel: Callable[[Operation], Kernel],
                constant: Callable[[Operation], np.ndarray], fuse: bool) -> list[PlannedStep]:
-    """One step per op, or with `fuse`, conv + batch norm + activation in one step."""
+    """One step per op, or with `fuse`, conv + batch norm + activation in one step and
+    integer chains (see the module docstring) in one step."""
+    from quantir.runtime.executor import default_kernel
+
+    # Integer chains replace the ops' kernels by compiled ones: only for the default
+    # kernels, which they compute exactly.
+    chains = fuse and compile_kernel is default_kernel
     steps: list[PlannedStep] = []
     producer: dict[SSAValue, PlannedStep] = {}
     for op in ops:
-        # A batch norm or activation joins its producer's step (wherever that stands:
-        # the producer's result has no other reader, so nothing in between needs it).
+        # A batch norm, activation or elementwise integer op joins its producer's step
+        # (wherever that stands: the producer's result has no other reader, so nothing
+        # in between needs it).
         step = None
         if fuse:
             step = _fold_batch_norm(op, producer, constant) or _fuse_activation(op, producer)
+        if step is None and chains:
+            step = _join_chain(op, producer)
+            if step is not None and steps[-1] is not step:
+                # The chain now ends at this op: its step moves here, after the steps
+                # that compute this op's other operands. Nothing in between reads the
+                # chain's values (each had this chain as its only reader).
+                steps.remove(step)
+                steps.append(step)
         if step is None:
             if fuse:
                 step = _conv_step(op, compile_kernel, constant)
+            if step is None and chains:
+                step = _chain_step(op, constant)
             if step is None:
                 step = PlannedStep(op, compile_kernel(op), list(op.operands), list(op.results),
                                    (op,))
             steps.append(step)
         for result in step.outputs:
             producer[result] = step
+    for step in steps:
+        if step.chain is not None:
+            step.kernel, step.inputs = step.chain.compile()
     return steps
+
+
+def _chain_step(op: Operation, constant: Callable[[Operation], np.ndarray]) \
+        -> PlannedStep | None:
+    """A step headed by an integer product or elementwise op (its kernel comes later)."""
+    from quantir.runtime.int_kernels import Chain
+
+    chain = Chain.start(op, constant)
+    if chain is None:
+        return None
+    return PlannedStep(op, _not_compiled, list(chain.inputs), list(op.results), (op,),
+                       chain=chain)
+
+
+def _not_compiled(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    raise AssertionError("an integer chain step runs before its kernel was compiled")
+
+
+def _join_chain(op: Operation, producer: dict[SSAValue, PlannedStep]) -> PlannedStep | None:
+    """An elementwise integer op on a chain step's only-read result joins the chain."""
+    if not op.operands:
+        return None
+    for value in op.operands:
+        step = producer.get(value)
+        if step is None or step.chain is None or step.chain.value is not value \
+                or not _sole_user(value, op):
+            continue
+        # The other operands exist when the step runs: it moves to this op's place.
+        if step.chain.join(op):
+            step.outputs, step.op, step.ops = list(op.results), op, (*step.ops, op)
+            step.inputs = list(step.chain.inputs)
+            return step
+    return None
 
 
 def _sole_user(value: SSAValue, user: Operation) -> bool:
