@@ -1,8 +1,10 @@
 /* Vectorisable inner loops for _float_kernels.pyx.
  *
- * target_clones compiles each function for AVX2+FMA and for the baseline, and the
- * loader picks the best one for the running CPU (GCC function multiversioning), so
- * the package stays portable while using wide vectors where they exist.
+ * target_clones compiles each function for AVX2 and for the baseline, and the loader
+ * picks the best one for the running CPU (GCC function multiversioning), so the
+ * package stays portable while using wide vectors where they exist. The clone is
+ * chosen by the CPU *feature* ("avx2"), not by model ("arch=haswell" matched only
+ * Intel CPUs), and leaves FMA out, so every machine rounds like the baseline.
  */
 #ifndef QUANTIR_FLOAT_SIMD_H
 #define QUANTIR_FLOAT_SIMD_H
@@ -10,7 +12,7 @@
 #include <stddef.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define QUANTIR_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#define QUANTIR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define QUANTIR_CLONES
 #endif
