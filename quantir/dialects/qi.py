@@ -111,11 +111,9 @@ class IntegerOperation(InferredOperation, ABC):
 # --------------------------------------------------------------------------------------
 
 
-@irdl_op_definition
-class Conv2dOp(IntegerOperation):
-    """sum((x - zp_x) * (w - zp_w)) + bias; x padded with zp_x (real zero)."""
+class WindowProductOperation(IntegerOperation, ABC):
+    """A convolution-like product: input, weight, optional bias, window properties."""
 
-    name = "qi.conv2d"
     input = operand_def(TensorType)
     weight = operand_def(TensorType)
     bias = opt_operand_def(TensorType)
@@ -124,6 +122,13 @@ class Conv2dOp(IntegerOperation):
     pads = prop_def(DenseArrayBase)
     dilations = prop_def(DenseArrayBase)
     group = prop_def(IntegerAttr)
+
+
+@irdl_op_definition
+class Conv2dOp(WindowProductOperation):
+    """sum((x - zp_x) * (w - zp_w)) + bias; x padded with zp_x (real zero)."""
+
+    name = "qi.conv2d"
 
     @classmethod
     def infer(cls, operand_types, props):
@@ -135,19 +140,11 @@ class Conv2dOp(IntegerOperation):
 
 
 @irdl_op_definition
-class ConvTranspose2dOp(IntegerOperation):
+class ConvTranspose2dOp(WindowProductOperation):
     """ONNX ConvTranspose on (x - zp_x) and (w - zp_w), plus bias; weights I x O/g x k."""
 
     name = "qi.conv_transpose2d"
-    input = operand_def(TensorType)
-    weight = operand_def(TensorType)
-    bias = opt_operand_def(TensorType)
-    output = result_def(TensorType)
-    strides = prop_def(DenseArrayBase)
-    pads = prop_def(DenseArrayBase)
-    dilations = prop_def(DenseArrayBase)
     output_padding = prop_def(DenseArrayBase)
-    group = prop_def(IntegerAttr)
 
     @classmethod
     def infer(cls, operand_types, props):

@@ -34,6 +34,7 @@ from quantir.dialects.q import QuantizedType
 from quantir.dialects.q_math import quantize_array
 from quantir.errors import QuantirError
 from quantir.ir import dtype_of, shape_of
+from quantir.runtime.resize_coordinates import nearest_index, source_coordinates
 
 try:  # Cython hot loops; without them the numpy paths below do the same work, slower.
     from quantir.runtime import _float_kernels as _compiled
@@ -993,43 +994,6 @@ def _build_pad(op: IRDLOperation) -> _Fn:
     return lambda x: np.pad(x[crop], grow, mode=numpy_mode)
 
 
-def _resize_source(out_len: int, in_len: int, scale: float, transform: str) -> np.ndarray:
-    """Input coordinates of the output positions, in float32 like onnxruntime."""
-    x = np.arange(out_len, dtype=np.float32)
-    s = np.float32(scale)
-    if transform == "half_pixel":
-        return (x + np.float32(0.5)) / s - np.float32(0.5)
-    if transform == "pytorch_half_pixel":
-        if out_len <= 1:
-            return np.zeros(out_len, np.float32)
-        return (x + np.float32(0.5)) / s - np.float32(0.5)
-    if transform == "align_corners":
-        if out_len <= 1:
-            return np.zeros(out_len, np.float32)
-        return x * np.float32(in_len - 1) / np.float32(out_len - 1)
-    if transform == "asymmetric":
-        return x / s
-    if transform == "tf_half_pixel_for_nn":
-        return (x + np.float32(0.5)) / s
-    raise QuantirError(f"Resize coordinate transformation {transform!r} is not supported")
-
-
-def _nearest_index(coords: np.ndarray, in_len: int, rounding: str) -> np.ndarray:
-    wide = coords.astype(np.float64)
-    # std::round (half away from zero) for the round_* modes, as onnxruntime.
-    rounded = np.sign(wide) * np.floor(np.abs(wide) + 0.5)
-    if rounding == "round_prefer_floor":
-        halfway = wide == np.trunc(wide) + 0.5
-        index = np.where(halfway, np.floor(wide), rounded)
-    elif rounding == "round_prefer_ceil":
-        index = rounded
-    elif rounding == "floor":
-        index = np.floor(wide)
-    else:
-        index = np.ceil(wide)
-    return np.clip(index, 0, in_len - 1).astype(np.intp)
-
-
 def _build_resize(op: IRDLOperation) -> _Fn:
     props = _props(op)
     x_shape, dtype = _in_shape(op), _out_dtype(op)
@@ -1045,9 +1009,9 @@ def _build_resize(op: IRDLOperation) -> _Fn:
             # of scale 1, whatever the transform (tf_half_pixel_for_nn or ceil rounding
             # would shift them, a scale like 1.25 on 2 pixels too).
             continue
-        coords = _resize_source(out_len, in_len, scales[axis], transform)
+        coords = source_coordinates(out_len, in_len, scales[axis], transform)
         if mode == "nearest":
-            index = _nearest_index(coords, in_len, rounding)
+            index = nearest_index(coords, in_len, rounding)
             steps.append(lambda x, a=axis, i=index: np.take(x, i, axis=a))
             continue
         # Linear: onnxruntime clamps the coordinate into the input, takes its two

@@ -35,8 +35,15 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
+from xdsl.utils.exceptions import VerifyException
 
+from quantir.dialects.nn import window_output_size
 from quantir.dialects.q import MAX_MULTIPLIER, MAX_SHIFT, MIN_SHIFT, ROUNDING_MODES
+from quantir.runtime.resize_coordinates import (
+    TRANSFORMS,
+    nearest_index,
+    source_coordinates,
+)
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
@@ -46,9 +53,7 @@ INT64_MAX = 2**63 - 1
 _F64_EXACT = 2**53
 """Every integer of magnitude <= 2^53 is a float64."""
 
-RESIZE_TRANSFORMS: tuple[str, ...] = (
-    "half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_half_pixel_for_nn")
-NEAREST_MODES: tuple[str, ...] = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
 
 
 # --------------------------------------------------------------------------------------
@@ -111,27 +116,17 @@ def _int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _window_out(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int,
                 dilation: int = 1, ceil_mode: bool = False) -> int:
-    """ONNX output length of a sliding window along one axis.
-
-    floor((size + pads - (dilation * (kernel - 1) + 1)) / stride) + 1, or ceil(...) + 1
-    with ceil_mode, dropping a last window that would start past the input and the
-    begin padding (the ONNX / PyTorch rule, as `nn.window_output_size`).
-    """
+    """ONNX output length of a sliding window along one axis: `nn.window_output_size`
+    (floor or ceil of (size + pads - effective kernel) / stride, plus one), with its
+    preconditions checked and its error raised as ValueError."""
     if stride < 1 or dilation < 1 or kernel < 1:
         raise ValueError(f"kernel {kernel}, stride {stride} and dilation {dilation} must be >= 1")
     if pad_begin < 0 or pad_end < 0:
         raise ValueError(f"negative pads ({pad_begin}, {pad_end}) are not supported")
-    effective = dilation * (kernel - 1) + 1
-    span = size + pad_begin + pad_end - effective
-    if span < 0:
-        raise ValueError(f"window {effective} is larger than the padded input "
-                         f"{size + pad_begin + pad_end}")
-    if not ceil_mode:
-        return span // stride + 1
-    out = -(-span // stride) + 1
-    if (out - 1) * stride >= size + pad_begin:
-        out -= 1
-    return out
+    try:
+        return window_output_size(size, kernel, stride, pad_begin, pad_end, dilation, ceil_mode)
+    except VerifyException as error:
+        raise ValueError(str(error)) from error
 
 
 def saturate_int32(v: ArrayLike) -> np.ndarray:
@@ -710,45 +705,6 @@ def layernorm(x: np.ndarray, x_zp: ArrayLike, gamma: np.ndarray, gamma_zp: Array
 # --------------------------------------------------------------------------------------
 
 
-def _resize_source(out_len: int, in_len: int, scale: float, transform: str) -> np.ndarray:
-    """Input coordinates of the output positions, float32 arithmetic as onnxruntime."""
-    x = np.arange(out_len, dtype=np.float32)
-    s = np.float32(scale)
-    if transform == "half_pixel":
-        return (x + np.float32(0.5)) / s - np.float32(0.5)
-    if transform == "pytorch_half_pixel":
-        if out_len <= 1:
-            return np.zeros(out_len, np.float32)
-        return (x + np.float32(0.5)) / s - np.float32(0.5)
-    if transform == "align_corners":
-        if out_len <= 1:
-            return np.zeros(out_len, np.float32)
-        return x * np.float32(in_len - 1) / np.float32(out_len - 1)
-    if transform == "asymmetric":
-        return x / s
-    if transform == "tf_half_pixel_for_nn":
-        return (x + np.float32(0.5)) / s
-    raise ValueError(f"Resize coordinate transformation '{transform}' is not supported "
-                     f"(expected one of {', '.join(RESIZE_TRANSFORMS)})")
-
-
-def _nearest_index(coords: np.ndarray, in_len: int, rounding: str) -> np.ndarray:
-    wide = coords.astype(np.float64)
-    rounded = np.sign(wide) * np.floor(np.abs(wide) + 0.5)  # std::round
-    if rounding == "round_prefer_floor":
-        index = np.where(wide == np.trunc(wide) + 0.5, np.floor(wide), rounded)
-    elif rounding == "round_prefer_ceil":
-        index = rounded
-    elif rounding == "floor":
-        index = np.floor(wide)
-    elif rounding == "ceil":
-        index = np.ceil(wide)
-    else:
-        raise ValueError(f"Resize nearest_mode '{rounding}' is not supported "
-                         f"(expected one of {', '.join(NEAREST_MODES)})")
-    return np.clip(index, 0, in_len - 1).astype(np.intp)
-
-
 def _resize_plan(shape: tuple[int, ...], output_shape: Sequence[int],
                  scales: Sequence[float] | None) -> tuple[list[float], list[bool]]:
     """Per-axis scales (default output / input) and which axes are copied unchanged.
@@ -790,9 +746,9 @@ def resize_nearest(x: np.ndarray, output_shape: Sequence[int],
     for axis, in_len in enumerate(x.shape):
         if keep[axis]:
             continue
-        coords = _resize_source(int(output_shape[axis]), in_len, scale_list[axis],
+        coords = source_coordinates(int(output_shape[axis]), in_len, scale_list[axis],
                                 coordinate_transformation_mode)
-        out = np.take(out, _nearest_index(coords, in_len, nearest_mode), axis=axis)
+        out = np.take(out, nearest_index(coords, in_len, nearest_mode), axis=axis)
     return out.copy() if out is x else out
 
 
@@ -821,10 +777,10 @@ def resize_bilinear(x: np.ndarray, x_zp: ArrayLike, output_shape: Sequence[int],
                          f"{tuple(output_shape)}")
     if not 0 <= fraction_bits <= 15:
         raise ValueError(f"fraction_bits {fraction_bits} must be in [0, 15]")
-    if coordinate_transformation_mode not in RESIZE_TRANSFORMS[:4]:
+    if coordinate_transformation_mode not in TRANSFORMS[:4]:
         raise ValueError(f"linear Resize coordinate transformation "
                          f"'{coordinate_transformation_mode}' is not supported (expected one "
-                         f"of {', '.join(RESIZE_TRANSFORMS[:4])})")
+                         f"of {', '.join(TRANSFORMS[:4])})")
     scale_list, keep = _resize_plan(x64.shape, output_shape, scales)
     one = 1 << fraction_bits
     out = x64 - _along(x_zp, 1, 4, "x_zp", x64.shape[1])
@@ -833,7 +789,7 @@ def resize_bilinear(x: np.ndarray, x_zp: ArrayLike, output_shape: Sequence[int],
         if keep[axis]:
             out = out * one
             continue
-        coords = _resize_source(out_len, in_len, scale_list[axis], coordinate_transformation_mode)
+        coords = source_coordinates(out_len, in_len, scale_list[axis], coordinate_transformation_mode)
         c = np.clip(coords, np.float32(0), np.float32(in_len - 1))
         lo = np.floor(c).astype(np.intp)
         hi = np.minimum(lo + 1, in_len - 1)
