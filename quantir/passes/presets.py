@@ -117,7 +117,7 @@ def quantize_model(model: str | Path, calibration: Any, config: Any,
     module (`bias-correction{mode=empirical}`): the data is read once more per layer,
     so it must be re-iterable (a file, an array, a list; not a generator)."""
     from quantir.dialects import nn
-    from quantir.passes.bias_correction import check_data, correct_biases
+    from quantir.passes.bias_correction import check_data
     from quantir.passes.quantize import op_kind
 
     if config.bias_correction:
@@ -138,12 +138,11 @@ def quantize_model(model: str | Path, calibration: Any, config: Any,
     config.check_globs([op.node_name for op in layers], {op_kind(op) for op in layers})
     copy_ranges(main_function(calibrated), main_function(module))
     # Bias correction (post_quantization_optimization(bias_correction, policy=enabled))
-    # compares the quantized layers with the float ones: keep the float module.
-    reference = module.clone() if config.bias_correction else None
-    compile(module, "quantize", config=config, tensor_names=_tensor_names(load_onnx(model)))
-    if reference is not None:
-        correct_biases(module, reference, "empirical", calibration, settings.calibset_size)
-        module.verify()
+    # compares with the float module, which `quantize` leaves in the pipeline context.
+    pipeline = "quantize,bias-correction{mode=empirical}" if config.bias_correction \
+        else "quantize"
+    compile(module, pipeline, calibration=calibration, config=config,
+            tensor_names=_tensor_names(load_onnx(model)))
     return QuantizationResult(module, config)
 
 
