@@ -190,10 +190,12 @@ def pass_spec(name: str, **options: object) -> str:
 def _batched_shapes(model: str | Path, input_shapes: Mapping[str, Sequence[int]] | None,
                     batch_size: int, calibset_size: int | None) -> dict[str, list[int]] | None:
     """Input shapes with a dynamic batch set to the calibration batch size (when that
-    divides the calibration set; else the batch stays as given, 1 by default)."""
+    divides the calibration set; else 1), whatever batch the quantized module gets."""
     shapes = {name: list(shape) for name, shape in (input_shapes or {}).items()}
     if batch_size <= 1 or (calibset_size and calibset_size % batch_size):
-        return shapes or None
+        batch_size = 1
+    if batch_size == 1 and not shapes:
+        return None
     graph = load_onnx(model).graph
     initializers = {init.name for init in graph.initializer}
     for graph_input in graph.input:

@@ -30,27 +30,41 @@ CALIB = DATA / "digits_calib.npz"
 FORUM_SCRIPT = DATA / "configs" / "vit_a16.alls"
 
 
-def top1(module, inputs: np.ndarray, labels: np.ndarray) -> float:
-    session = quantir.Session(module)
-    logits = np.concatenate([session.run({"input": inputs[i:i + 1]})["logits"]
-                             for i in range(len(inputs))])
-    return float((logits.argmax(axis=1) == labels).mean())
+def noisy_draws(inputs: np.ndarray, labels: np.ndarray, sigma: float, draws: int,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`draws` copies of every test image with Gaussian pixel noise (clipped to the
+    pixel range [0, 1]), so a top-1 difference resolves finer than one image."""
+    rng = np.random.default_rng(seed)
+    noisy = [np.clip(inputs + rng.normal(0, sigma, inputs.shape), 0, 1) for _ in range(draws)]
+    return np.concatenate(noisy).astype(np.float32), np.tile(labels, draws)
 
 
 def test_forum_case_legalized_on_hailo8_keeps_the_a16_accuracy() -> None:
     """The forum script (conv / dense / matmul in a16_w16, softmax a8_w8) legalized for
-    hailo8, against every layer in a16_w16, on the 450 digits test images.
+    hailo8, against every layer in a16_w16.
 
-    Measured: all-a16_w16 95.33% (429/450), the forum script as written 95.11% (428,
-    which hailo8 cannot run), legalized for hailo8 95.11% (428). The one image between
-    them (#362) has a float logit margin of 0.08; legalize costs nothing over the
-    script itself. The bound is one image (0.22 points)."""
+    On the 450 clean digits test images (one image = 0.22 points): all-a16_w16 95.33%
+    (429), the forum script as written 95.11% (428; hailo8 cannot run it), legalized
+    95.11% (428). The one image between them (#362) has a float logit margin of 0.08,
+    so the clean set cannot resolve the issue's 0.2-point bound. Ten noisy draws per
+    test image (sigma 0.05, under the data's 1/16 pixel step; fp32 95.09%) resolve
+    0.02 points: all-a16_w16 95.11%, legalized 95.09% (measured the same way with
+    sigma 0.05 / 0.03 and other seeds: gaps -0.02, +0.07, +0.04 points)."""
     test = np.load(DATA / "digits_test.npz")
-    inputs, labels = test["input"], test["label"]
-    a16 = top1(quantize_model(VIT, CALIB, QuantConfig.build(precision="a16_w16")).module,
-               inputs, labels)
+    clean, labels = test["input"], test["label"]
+    noisy, noisy_labels = noisy_draws(clean, labels, sigma=0.05, draws=10, seed=0)
+    inputs = np.concatenate([clean, noisy])
+    batch = {"input": list(inputs.shape)}  # one batched run per module
+
+    def top1_clean_and_noisy(module) -> tuple[float, float]:
+        predicted = quantir.Session(module).run({"input": inputs})["logits"].argmax(axis=1)
+        return (float((predicted[:len(clean)] == labels).mean()),
+                float((predicted[len(clean):] == noisy_labels).mean()))
+
+    a16 = top1_clean_and_noisy(
+        quantize_model(VIT, CALIB, QuantConfig.build(precision="a16_w16"), batch).module)
     config = QuantConfig.build(script=FORUM_SCRIPT)
-    result = quantize_model(VIT, CALIB, config)
+    result = quantize_model(VIT, CALIB, config, batch)
     hailo8 = load_target("hailo8")
     before = check(result.module, hailo8, config)
     assert before.counts()["precision-change"] == 9
@@ -58,9 +72,10 @@ def test_forum_case_legalized_on_hailo8_keeps_the_a16_accuracy() -> None:
     result.module.verify()
     assert report.legal, left
     assert check(result.module, hailo8).legal
-    legal = top1(result.module, inputs, labels)
-    print(f"forum case top-1: all-a16_w16 {a16:.4f}, legalized for hailo8 {legal:.4f}")
-    assert legal >= a16 - 1 / len(labels) - 1e-9
+    legal = top1_clean_and_noisy(result.module)
+    print(f"forum case top-1 (clean, noisy): all-a16_w16 {a16}, legalized for hailo8 {legal}")
+    assert legal[0] >= a16[0] - 1 / len(labels) - 1e-9
+    assert legal[1] >= a16[1] - 0.002
 
 
 def test_signedness_repair_is_exact() -> None:

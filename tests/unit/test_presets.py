@@ -75,3 +75,16 @@ def test_cli_prints_the_pipeline(tmp_path: Path) -> None:
     assert result.stdout.strip() == preset_pipeline(QuantConfig.build(), str(CALIB),
                                                     rounding="tflite")
     assert not (tmp_path / "out").exists()
+
+
+def test_any_module_batch_calibrates_at_the_configured_batch() -> None:
+    """The module's batch (here 5) and the calibration batch (1 or 8, neither divides
+    nor equals 5) are independent; each sample quantizes as it does at batch 1."""
+    x = np.load(DATA / "digits_test.npz")["input"][:5]
+    single = quantir.Session(quantize_model(CNN, CALIB, QuantConfig.build()).module)
+    expected = np.concatenate([single.run({"input": x[i:i + 1]})["logits"] for i in range(5)])
+    for batch_size in (1, 8):
+        config = QuantConfig.build(batch_size=batch_size)
+        module = quantize_model(CNN, CALIB, config, {"input": [5, 1, 8, 8]}).module
+        logits = quantir.Session(module).run({"input": x})["logits"]
+        np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-6)
