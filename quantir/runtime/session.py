@@ -34,6 +34,8 @@ class Session:
 
     `run(feeds, observer=...)` hands every computed value to the observer as
     `observer(ssa_value, array)` (arguments first, then each op's results in order).
+    A module whose inputs and outputs all have batch 1 also runs a batch of N > 1
+    samples, one at a time (the observer then sees each sample's run in turn).
     """
 
     def __init__(self, source: str | Path | ModuleOp,
@@ -43,6 +45,7 @@ class Session:
         function = main_function(self.module)
         self.input_names, self.output_names = graph_names(function)
         self.input_shapes = [shape_of(t) for t in function.function_type.inputs]
+        self.output_shapes = [shape_of(t) for t in function.function_type.outputs]
         self.input_dtypes = [dtype_of(t.element_type)  # type: ignore[attr-defined]
                              for t in function.function_type.inputs]
         # Observed runs take every op as it is; plain runs take the fused plan.
@@ -51,10 +54,34 @@ class Session:
 
     def run(self, feeds: Mapping[str, np.ndarray],
             observer: Observer | None = None) -> dict[str, np.ndarray]:
+        batch = self._sample_batch(feeds)
+        if batch is not None:
+            # A module built for batch 1 (an integer program, say) runs a batch of N
+            # one sample at a time, as its batch-1 shapes were computed.
+            runs = [self.run({name: array[i:i + 1] for name, array in feeds.items()}, observer)
+                    for i in range(batch)]
+            return {name: np.concatenate([run[name] for run in runs])
+                    for name in self.output_names}
         inputs = self._check_feeds(feeds)
         program = self.program if observer is not None else self.fast_program
         outputs = program.run(inputs, observer)
         return dict(zip(self.output_names, outputs, strict=True))
+
+    def _sample_batch(self, feeds: Mapping[str, np.ndarray]) -> int | None:
+        """N when every input and output of the module has batch 1 and every feed is a
+        batch of N > 1 samples of the right shape; else None (feeds checked as given)."""
+        if set(feeds) != set(self.input_names) or \
+                any(not shape or shape[0] != 1
+                    for shape in [*self.input_shapes, *self.output_shapes]):
+            return None
+        arrays = [np.asarray(feeds[name]) for name in self.input_names]
+        sizes = {array.shape[0] if array.ndim else 0 for array in arrays}
+        if len(sizes) != 1 or sizes == {0} or sizes == {1}:
+            return None
+        if any(tuple(array.shape[1:]) != tuple(shape[1:])
+               for array, shape in zip(arrays, self.input_shapes, strict=True)):
+            return None
+        return sizes.pop()
 
     def _check_feeds(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         unknown = sorted(set(feeds) - set(self.input_names))

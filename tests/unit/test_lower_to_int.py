@@ -170,7 +170,20 @@ def test_cli_writes_and_runs_the_integer_program(tmp_path: Path) -> None:
     expected = logits(lower_to_int(annotated(CNN)), inputs)
     assert np.array_equal(np.load(tmp_path / "y" / "logits.npy"), expected)
 
+    # A batch-1 program runs a batch sample by sample.
+    batch = np.load(DATA / "digits_sample.npy")
+    np.save(sample, batch)
+    result = run("quantir", "run", str(out / "model.qir.mlir"), "--input", str(sample), "-o",
+                 str(tmp_path / "y"))
+    assert result.returncode == 0, result.stderr
+    program = lower_to_int(annotated(CNN))
+    expected = np.concatenate([logits(program, batch[i:i + 1]) for i in range(len(batch))])
+    assert np.array_equal(np.load(tmp_path / "y" / "logits.npy"), expected)
+
     wrong = tmp_path / "wrong.npy"
+    np.save(wrong, batch[:, :, :4])
+    assert_one_line_error(run("quantir", "run", str(out / "model.qir.mlir"), "--input", str(wrong),
+                              "-o", str(tmp_path / "z")), "has shape [4, 1, 4, 8]")
     np.save(wrong, inputs.astype(np.float64))
     assert_one_line_error(run("quantir", "run", str(out / "model.qir.mlir"), "--input", str(wrong),
                               "-o", str(tmp_path / "z")), "dtype float64")
