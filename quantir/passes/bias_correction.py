@@ -136,6 +136,22 @@ def correct_biases(module: ModuleOp, reference: ModuleOp | None, mode: str = "em
     return report("bias-correction", lines)
 
 
+def copy_corrected_biases(source: ModuleOp, target: ModuleOp) -> None:
+    """Give each layer of `target` the bias its namesake in `source` has: two imports of
+    one model (at different batches, say), quantized alike, one of them corrected."""
+    corrected = {_node(layer.anchor): layer.bias.constant
+                 for layer in _layers(main_function(source))[0]}
+    for layer in _layers(main_function(target))[0]:
+        found = corrected.get(_node(layer.anchor))
+        if found is None or found.value == layer.bias.constant.value:
+            continue
+        if found.output.type != layer.bias.constant.output.type:
+            raise QuantirError(f"bias-correction: the bias of {layer.label} has another "
+                               "type in the corrected module; quantize both alike")
+        layer.bias.detach()
+        layer.bias.constant.properties["value"] = found.value
+
+
 def check_data(calibration: Any, name: str = "bias-correction{mode=empirical}") -> None:
     """Raise QuantirError unless `calibration` is data empirical correction can use: it
     is read once per layer, so a one-shot iterator (a generator) will not do."""

@@ -117,7 +117,7 @@ def quantize_model(model: str | Path, calibration: Any, config: Any,
     module (`bias-correction{mode=empirical}`): the data is read once more per layer,
     so it must be re-iterable (a file, an array, a list; not a generator)."""
     from quantir.dialects import nn
-    from quantir.passes.bias_correction import check_data
+    from quantir.passes.bias_correction import check_data, copy_corrected_biases
     from quantir.passes.quantize import op_kind
 
     if config.bias_correction:
@@ -137,13 +137,19 @@ def quantize_model(model: str | Path, calibration: Any, config: Any,
               if isinstance(op, nn.NNOperation) and not isinstance(op, nn.ConstantOp)]
     config.check_globs([op.node_name for op in layers], {op_kind(op) for op in layers})
     copy_ranges(main_function(calibrated), main_function(module))
-    # Bias correction (post_quantization_optimization(bias_correction, policy=enabled))
-    # compares with the float module, which `quantize` leaves in the pipeline context.
-    pipeline = "quantize,bias-correction{mode=empirical}" if config.bias_correction \
-        else "quantize"
-    compile(module, pipeline, calibration=calibration, config=config,
-            tensor_names=_tensor_names(load_onnx(model)))
+    tensor_names = _tensor_names(load_onnx(model))
+    compile(module, "quantize", config=config, tensor_names=tensor_names)
+    if config.bias_correction:
+        # Bias correction (post_quantization_optimization(bias_correction,
+        # policy=enabled)) runs the data through the module, so it runs on the
+        # calibration import, whose batch divides the data (the module's may not),
+        # against the float module `quantize` leaves in the context. The corrected
+        # biases then move over layer by layer: quantization is batch-independent.
+        compile(calibrated, "quantize,bias-correction{mode=empirical}",
+                calibration=calibration, config=config, tensor_names=tensor_names)
+        copy_corrected_biases(calibrated, module)
     return QuantizationResult(module, config)
+
 
 
 def preset_pipeline(config: Any, calibration: str, *, precision: str | None = None,

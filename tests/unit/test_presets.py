@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import quantir
 from quantir.ir import load_module
@@ -77,14 +78,17 @@ def test_cli_prints_the_pipeline(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_any_module_batch_calibrates_at_the_configured_batch() -> None:
+@pytest.mark.parametrize("bias_correction", [False, True])
+def test_any_module_batch_calibrates_at_the_configured_batch(bias_correction: bool) -> None:
     """The module's batch (here 5) and the calibration batch (1 or 8, neither divides
-    nor equals 5) are independent; each sample quantizes as it does at batch 1."""
+    the 64 samples nor equals 5) are independent; each sample quantizes (and its
+    biases are corrected) as at batch 1."""
     x = np.load(DATA / "digits_test.npz")["input"][:5]
-    single = quantir.Session(quantize_model(CNN, CALIB, QuantConfig.build()).module)
+    config = QuantConfig.build(bias_correction=bias_correction)
+    single = quantir.Session(quantize_model(CNN, CALIB, config).module)
     expected = np.concatenate([single.run({"input": x[i:i + 1]})["logits"] for i in range(5)])
     for batch_size in (1, 8):
-        config = QuantConfig.build(batch_size=batch_size)
+        config = QuantConfig.build(batch_size=batch_size, bias_correction=bias_correction)
         module = quantize_model(CNN, CALIB, config, {"input": [5, 1, 8, 8]}).module
         logits = quantir.Session(module).run({"input": x})["logits"]
         np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-6)

@@ -51,15 +51,16 @@ def test_quantize_writes_module_and_encodings(tmp_path: Path) -> None:
     # After fuse-activation the layer output is the conv's tensor (see the closing note).
     assert "/features/features.0/Conv_output_0" in encodings["activation_encodings"]
     assert len(encodings["param_encodings"]["features.0.weight"]) == 16  # per channel
-    # The annotated module runs with quantir run.
+    # The annotated module runs with quantir run; built for batch 1, it takes the
+    # sample file's batch of 4 one at a time.
     ran = run("quantir", "run", out / "model.q.mlir", "--input", DATA / "digits_sample.npy",
               "-o", tmp_path / "ran")
-    assert ran.returncode == 1 and "shape" in ran.stderr  # batch 4 sample, batch 1 module
-    np.save(tmp_path / "one.npy", np.load(DATA / "digits_sample.npy")[:1])
-    ran = run("quantir", "run", out / "model.q.mlir", "--input", tmp_path / "one.npy",
-              "-o", tmp_path / "ran")
     assert ran.returncode == 0, ran.stderr
-    assert int(np.load(tmp_path / "ran" / "logits.npy").argmax()) == 2
+    assert list(np.load(tmp_path / "ran" / "logits.npy").argmax(axis=1)) == [2, 0, 4, 9]
+    np.save(tmp_path / "odd.npy", np.load(DATA / "digits_sample.npy")[:, :, :7])
+    ran = run("quantir", "run", out / "model.q.mlir", "--input", tmp_path / "odd.npy",
+              "-o", tmp_path / "odd")
+    assert ran.returncode == 1 and "has shape [4, 1, 7, 8]" in ran.stderr
 
 
 def test_encodings_file_feeds_back_as_overrides(tmp_path: Path) -> None:
