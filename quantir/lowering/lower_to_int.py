@@ -383,7 +383,8 @@ def quantize_internal_edges(block: Block, bits: int = INTERNAL_BITS,
     encoding from the producer's calibrated range, so both ends can become integer
     ops. The simulation keeps such edges in float; 16 bits over twice the calibrated
     span keeps the difference far below one LSB of an 8-bit output (for a 16-bit
-    output, the edge's step is about two output LSB)."""
+    output, the edge's step is about two output LSB). It is unsigned when the layer's
+    activations are (a target storing activations unsigned), signed otherwise."""
     from quantir.passes.ranges import get_range
 
     for op in list(block.ops):
@@ -400,13 +401,27 @@ def quantize_internal_edges(block: Block, bits: int = INTERNAL_BITS,
             # edge, so a value beyond the calibrated range must survive it too.
             low, high = found
             margin = (high - low) * INTERNAL_MARGIN
-            element = encoding_from_range(low - margin, high + margin, bits=bits).to_type()
+            element = encoding_from_range(low - margin, high + margin, bits=bits,
+                                          signed=not reads_unsigned(op)).to_type()
             quantized = TensorType(element, tensor_of(result).get_shape())
             quantize = q.QuantizeOp(result, quantized, f"{op.node_name}/internal")
             dequantize = q.DequantizeOp(quantize, f"{op.node_name}/internal")
             block.insert_ops_after([quantize, dequantize], op)
             for use in readers:
                 use.operation.operands[use.index] = dequantize.results[0]
+
+
+def reads_unsigned(op: Operation) -> bool:
+    """Whether every activation `op` reads is stored unsigned (an unsigned target's
+    convention): its internal edges then are too, with the same values."""
+    signs = []
+    for operand in op.operands:
+        owner = operand.owner
+        if isinstance(owner, q.DequantizeOp) and not isinstance(owner.input.owner, q.ConstantOp):
+            element = tensor_of(owner.input).element_type
+            if isinstance(element, QuantizedType):
+                signs.append(element.is_signed)
+    return bool(signs) and not any(signs)
 
 
 def constant_value(op: q.ConstantOp | nn.ConstantOp) -> np.ndarray:

@@ -106,3 +106,38 @@ def test_op_lowers_to_integers_within_one_lsb(name: str, precision: str,
         # Rare: values within rounding error of a half LSB, and exact ties (a mean of
         # integers), which the simulation rounds to even and `single` rounds up.
         assert np.mean(lsb > 0.5) < 0.05, (name, np.mean(lsb > 0.5))
+
+
+def test_internal_edges_follow_unsigned_activations(tmp_path: Path) -> None:
+    """A conv with a fused HardSwish has a float edge inside the layer, which lowering
+    gives a 16-bit encoding: unsigned when the layer's activations are (qnn-htp after
+    legalize), so the program stays legal there, with the same numbers."""
+    from quantir.passes.legality import check
+    from quantir.passes.legalize import legalize
+    from quantir.targets import load_target
+
+    path = tmp_path / "conv_hardswish.onnx"
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("HardSwish", ["c"], ["y"], name="hardswish")]
+    inits = [numpy_helper.from_array(weights(5, 4, 3, 3), "w"),
+             numpy_helper.from_array(weights(5, seed=2), "b")]
+    build(path, nodes, inits, [1, 5, 6, 6])
+    rng = np.random.default_rng(0)
+    calibration = [{"x": rng.uniform(-2, 2, X_SHAPE).astype(np.float32)} for _ in range(8)]
+    feeds = {"x": rng.uniform(-2, 2, X_SHAPE).astype(np.float32)}
+    outputs = []
+    for unsigned in (False, True):
+        annotated = quantize_model(path, calibration, QuantConfig.build(calibset_size=8)).module
+        if unsigned:
+            report, _ = legalize(annotated, load_target("qnn-htp"))
+            assert report.legal
+        program = lower_to_int(annotated)
+        # The conv's requant to the internal edge, the HardSwish table's input.
+        internal = [op.output.type.element_type.storage_name for op in program.walk()
+                    if isinstance(op, q.RequantOp)
+                    and op.output.type.element_type.storage_bits == 16]
+        assert internal == (["u16"] if unsigned else ["i16"]), internal
+        if unsigned:
+            assert check(program, load_target("qnn-htp")).legal
+        outputs.append(quantir.Session(program).run(feeds)["y"])
+    np.testing.assert_array_equal(outputs[0], outputs[1])
