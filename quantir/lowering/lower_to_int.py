@@ -21,10 +21,12 @@ the storage range. Per op kind:
                             transpose, slice, concat, split, gather, pad, ...)
     q.precision_change      the q.requant it is
 
-An op that has no integer form here (or reads a float value, or feeds a float one)
-stays in float between its dequantize and quantize: an explicit float fallback,
-reported by the pass. Quantize / dequantize remain only at such boundaries and at
-the function's inputs and outputs.
+A layer the annotated module runs in float (`float=enabled`, or moved there by
+`legalize` for a target) stays in float, and so does an op that has no integer form
+here (or reads a float value, or feeds a float one): an explicit float fallback,
+reported by the pass. Where a float layer feeds an integer one, a q.quantize at the
+reading layer's width converts it (the host's conversion). Quantize / dequantize
+remain only at such boundaries and at the function's inputs and outputs.
 """
 
 from __future__ import annotations
@@ -153,8 +155,14 @@ class Lowering:
                                "first (pipeline 'calibrate,quantize,lower-to-int')")
         fallbacks: list[str] = []
         biased = bias_adds(self.block)
-        quantize_internal_edges(self.block, skip=set(biased.values()))
+        layers = LayerOutputs(self.block)
+        quantize_internal_edges(self.block, layers, skip=set(biased.values()))
         for op in list(self.block.ops):
+            if op in layers.in_float:
+                if op in layers.groups:
+                    fallbacks.append(f"{op.name} '{op.node_name}' stays in float: the "
+                                     "annotated module runs it in float")
+                continue
             if op in biased.values():
                 continue  # lowered with the bias add that reads it
             if isinstance(op, nn.AddOp) and op in biased:
@@ -376,15 +384,59 @@ def lower_biased_product(lo: Lowering, add: nn.NNOperation, xs: list[Operand],
     return [lower_product(lo, add, qi.MatMulOp, inputs[0].value, b, {}, vector, outs[0])]
 
 
-def quantize_internal_edges(block: Block, bits: int = INTERNAL_BITS,
+class LayerOutputs:
+    """The layers of an annotated block (`quantize.layer_groups`): which run in float
+    (their output is a float value no q.quantize reads) and what each writes."""
+
+    def __init__(self, block: Block):
+        from quantir.passes.quantize import layer_groups
+
+        ops = [op for op in block.ops
+               if isinstance(op, nn.NNOperation) and not isinstance(op, nn.ConstantOp)]
+        self.groups = layer_groups(ops)
+        self.anchor_of = {op: anchor for anchor, group in self.groups.items() for op in group}
+        self.in_float: set[Operation] = set()
+        self.writes: dict[Operation, QuantizedType] = {}
+        for anchor, group in self.groups.items():
+            if not group[-1].results:
+                continue
+            output = group[-1].results[0]
+            quantizes = [use.operation for use in output.uses
+                         if isinstance(use.operation, q.QuantizeOp)]
+            if quantizes:
+                element = tensor_of(quantizes[0].results[0]).element_type
+                if isinstance(element, QuantizedType):
+                    self.writes[anchor] = element
+            elif is_float(output.type) and any(
+                    isinstance(use.operation, nn.NNOperation) or
+                    isinstance(use.operation, func.ReturnOp) for use in output.uses):
+                self.in_float.update(group)
+
+    def same_layer(self, a: Operation, b: Operation) -> bool:
+        return a in self.anchor_of and self.anchor_of.get(a) is self.anchor_of.get(b)
+
+    def written_by(self, op: Operation) -> QuantizedType | None:
+        """The encoding the layer of `op` writes (None: float, or not a layer)."""
+        anchor = self.anchor_of.get(op)
+        return self.writes.get(anchor) if anchor is not None else None
+
+
+def quantize_internal_edges(block: Block, layers: LayerOutputs, bits: int = INTERNAL_BITS,
                             skip: set[Operation] | None = None) -> None:
-    """Give every float edge inside a layer (conv -> HardSwish, matmul -> its bias add:
-    ops the quantize pass grouped, so nothing quantizes between them) a `bits`-bit
-    encoding from the producer's calibrated range, so both ends can become integer
-    ops. The simulation keeps such edges in float; 16 bits over twice the calibrated
-    span keeps the difference far below one LSB of an 8-bit output (for a 16-bit
-    output, the edge's step is about two output LSB). It is unsigned when the layer's
-    activations are (a target storing activations unsigned), signed otherwise."""
+    """Give every float edge an integer layer reads a `bits`-bit encoding from the
+    producer's calibrated range, so both ends can become integer ops.
+
+    * Inside a layer (conv -> HardSwish, matmul -> its bias add: ops the quantize pass
+      grouped, so nothing quantizes between them): 16 bits over twice the calibrated
+      span; the simulation keeps such edges in float, and this keeps the difference far
+      below one LSB of an 8-bit output (for a 16-bit output, the edge's step is about
+      two output LSB).
+    * From a float layer to an integer one: the width and signedness the reading layer
+      writes, over the calibrated range (what a target's host hands its accelerator).
+    * Between two float layers: nothing; both stay float.
+
+    An internal edge is unsigned when the layer's activations are (a target storing
+    activations unsigned), signed otherwise."""
     from quantir.passes.ranges import get_range
 
     for op in list(block.ops):
@@ -393,19 +445,32 @@ def quantize_internal_edges(block: Block, bits: int = INTERNAL_BITS,
             continue
         for result in op.results:
             readers = [use for use in result.uses
-                       if isinstance(use.operation, nn.NNOperation)]
+                       if isinstance(use.operation, nn.NNOperation)
+                       and use.operation not in layers.in_float]
             found = get_range(result)
             if not readers or not is_float(result.type) or found is None:
                 continue
-            # Half a span of margin each side: the simulation does not clip this float
-            # edge, so a value beyond the calibrated range must survive it too.
             low, high = found
-            margin = (high - low) * INTERNAL_MARGIN
-            element = encoding_from_range(low - margin, high + margin, bits=bits,
-                                          signed=not reads_unsigned(op)).to_type()
-            quantized = TensorType(element, tensor_of(result).get_shape())
-            quantize = q.QuantizeOp(result, quantized, f"{op.node_name}/internal")
-            dequantize = q.DequantizeOp(quantize, f"{op.node_name}/internal")
+            boundary = op in layers.in_float and \
+                not all(layers.same_layer(op, use.operation) for use in readers)
+            if boundary:
+                written = [w for w in (layers.written_by(use.operation) for use in readers)
+                           if w is not None]
+                if not written:
+                    continue  # the readers fall back to float themselves
+                width = max(w.storage_bits for w in written)
+                signed = any(w.is_signed for w in written)
+                encoding = encoding_from_range(low, high, bits=width, signed=signed)
+            else:
+                # Half a span of margin each side: the simulation does not clip this
+                # float edge, so a value beyond the calibrated range must survive it too.
+                margin = (high - low) * INTERNAL_MARGIN
+                encoding = encoding_from_range(low - margin, high + margin, bits=bits,
+                                               signed=not reads_unsigned(op))
+            quantized = TensorType(encoding.to_type(), tensor_of(result).get_shape())
+            name = f"{op.node_name}/{'to_integer' if boundary else 'internal'}"
+            quantize = q.QuantizeOp(result, quantized, name)
+            dequantize = q.DequantizeOp(quantize, name)
             block.insert_ops_after([quantize, dequantize], op)
             for use in readers:
                 use.operation.operands[use.index] = dequantize.results[0]

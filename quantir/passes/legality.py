@@ -47,7 +47,7 @@ from xdsl.passes import ModulePass
 
 from quantir.dialects import nn, q
 from quantir.errors import LegalityError, PipelineError
-from quantir.passes.quantize import PASSTHROUGH, _constant_role, group_layers, op_kind
+from quantir.passes.quantize import PASSTHROUGH, _constant_role, layer_groups, op_kind
 from quantir.runtime.executor import main_function
 from quantir.targets import DEFAULT_TARGET, Mode, OpRule, Target, load_target
 
@@ -197,26 +197,22 @@ class Annotated:
         self.function: func.FuncOp = main_function(module)
         ops = [op for op in self.function.body.block.ops
                if isinstance(op, nn.NNOperation) and not isinstance(op, nn.ConstantOp)]
-        layer_of = group_layers(ops)
-        members: dict[Operation, list[Operation]] = {}
-        for op in ops:
-            if op in layer_of:
-                # An anchor can be a member itself (conv -> bias add -> relu): the root.
-                anchor = layer_of[op]
-                while anchor in layer_of:
-                    anchor = layer_of[anchor]
-                members.setdefault(anchor, []).append(op)
+        groups = layer_groups(ops)
         self.layers: list[Layer] = []
         self.by_op: dict[Operation, Layer] = {}
-        for op in ops:
-            if op in layer_of:
-                continue
-            chain = members.get(op, [])
-            last = chain[-1] if chain else op
+        # In an integer program every integer layer is a qi op and a requant; an nn op
+        # left computing a float value is a float fallback, and the quantize after it
+        # is the conversion for its integer readers, not the layer's own output.
+        integer_program = any(isinstance(op, q.RequantOp)
+                              for op in self.function.body.block.ops)
+        for op, group in groups.items():
+            chain = group[1:]
+            last = group[-1]
             output = last.results[0] if last.results else None
-            quantize = None if output is None else next(
-                (use.operation for use in output.uses
-                 if isinstance(use.operation, q.QuantizeOp)), None)
+            quantize = None if output is None or \
+                (integer_program and is_float_tensor(output)) else next(
+                    (use.operation for use in output.uses
+                     if isinstance(use.operation, q.QuantizeOp)), None)
             layer = Layer(op, tuple(chain), target_kind(op), _operands(op), output,
                           quantize)  # type: ignore[arg-type]
             self.layers.append(layer)

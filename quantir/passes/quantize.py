@@ -381,6 +381,19 @@ def group_layers(ops: Sequence[Operation]) -> dict[Operation, Operation]:
     return layer_of
 
 
+def layer_groups(ops: Sequence[Operation]) -> dict[Operation, list[Operation]]:
+    """Each layer as its anchor -> its ops in program order (the anchor first; the last
+    writes the layer's output), from `group_layers`."""
+    layer_of = group_layers(ops)
+    groups: dict[Operation, list[Operation]] = {}
+    for op in ops:
+        anchor = op
+        while anchor in layer_of:  # conv -> bias add -> relu: the root
+            anchor = layer_of[anchor]
+        groups.setdefault(anchor, []).append(op)
+    return groups
+
+
 def _is_bias_add(user: Operation, index: int) -> bool:
     """An add of a constant that does not broadcast the producer's output any larger."""
     if not isinstance(user, nn.AddOp) or "activation" in user.properties:
@@ -450,4 +463,4 @@ def _node(op: Operation | None, value: SSAValue | None) -> str:
     return getattr(op, "node_name", op.name)
 
 
-__all__ = ["QuantizePass", "bias_type", "group_layers", "op_kind"]
+__all__ = ["QuantizePass", "bias_type", "group_layers", "layer_groups", "op_kind"]

@@ -172,3 +172,27 @@ def test_cli_lists_and_shows_targets() -> None:
     assert "forum line 138" in shown.stdout  # the rule's cited source
     missing = run("quantir", "targets", "show", "hailo9")
     assert missing.returncode == 1 and "unknown target 'hailo9'" in missing.stderr
+
+
+def test_integer_program_keeps_the_float_layers_legalize_chose() -> None:
+    """tflite-int8 has no integer layer_norm, div or erf: legalize moves the tiny ViT's
+    to float, the integer program keeps them in float (quantizing their outputs at the
+    8 bits their readers write), and the program is legal on tflite-int8 too."""
+    from quantir.lowering.lower_to_int import lower_to_int
+
+    config = QuantConfig.build(precision="a8_w8")
+    result = quantize_model(VIT, CALIB, config)
+    tflite = load_target("tflite-int8")
+    report, _ = legalize(result.module, tflite, config)
+    moved = sorted(change.name for change in report.changes if change.kind == "float-fallback")
+    assert len(moved) == 9 and all(n.endswith(("LayerNormalization", "Div", "Erf"))
+                                   for n in moved)
+    program = lower_to_int(result.module, "tflite")
+    text = print_module(program)
+    assert "qi.layernorm" not in text and text.count("= nn.layer_norm") == 5
+    assert "!q.uniform<i16" not in text  # no 16-bit edge tflite-int8 cannot convert
+    assert check(program, tflite).legal
+    x = np.load(DATA / "digits_test.npz")["input"][:100]
+    simulated = quantir.Session(result.module).run({"input": x})["logits"].argmax(axis=1)
+    integer = quantir.Session(program).run({"input": x})["logits"].argmax(axis=1)
+    assert np.mean(simulated == integer) >= 0.98

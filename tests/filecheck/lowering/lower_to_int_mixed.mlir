@@ -31,7 +31,7 @@ func.func @main(%x: tensor<1x2x4x4xf32> {quantir.name = "x", quantir.range = arr
 
 // A layer the configuration keeps in float stays between its dequantize and quantize,
 // and the pass says so.
-// FLOAT:      lower-to-int: nn.softmax 'softmax' stays in float: its result is read as float
+// FLOAT:      lower-to-int: nn.softmax 'softmax' stays in float: the annotated module runs it in float
 // FLOAT:      %5 = q.dequantize %f
 // FLOAT-NEXT: %s = nn.softmax %5
 
