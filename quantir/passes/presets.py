@@ -177,6 +177,8 @@ def preset_pipeline(config: Any, calibration: str, *, precision: str | None = No
     if target is not None:
         steps.append(pass_spec("legality", target=target))
     steps.append(pass_spec("lower-to-int", rounding=rounding))
+    if target is not None:  # the integer program too (IR level 3)
+        steps.append(pass_spec("legality", target=target))
     return ",".join(steps)
 
 

@@ -24,7 +24,12 @@ import numpy as np
 
 from quantir.errors import FeedError, QuantirError
 from quantir.tools.common import fail, one_line_warnings, parse_shape_args, wants_debug
-from quantir.tools.targets_cli import add_target_arguments, add_targets_command, apply_target
+from quantir.tools.targets_cli import (
+    add_target_arguments,
+    add_targets_command,
+    apply_target,
+    check_program,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,11 +105,12 @@ def command_quantize(args: argparse.Namespace) -> None:
     result = quantize_model(args.model, args.calib, config,
                             parse_shape_args(args.input_shape) or None)
     rounding = apply_target(result.module, config, args)  # raises, writing nothing, if illegal
+    program = lower_to_int(result.module, rounding)
+    check_program(program, args)
     activations, params = result.encodings()
     texts = {
         "model.q.mlir": print_module(result.module, elide_limit=None),
-        "model.qir.mlir": print_module(lower_to_int(result.module, rounding),
-                                       elide_limit=None),
+        "model.qir.mlir": print_module(program, elide_limit=None),
         "encodings.json": json.dumps({"version": "0.6.1", "activation_encodings": activations,
                                       "param_encodings": params}, indent=2) + "\n",
     }

@@ -134,5 +134,21 @@ def apply_target(module: Any, config: Any, args: argparse.Namespace) -> str:
     return rounding
 
 
-__all__ = ["add_target_arguments", "add_targets_command", "apply_target", "command_targets",
-           "describe_target", "target_rounding"]
+def check_program(program: Any, args: argparse.Namespace) -> None:
+    """The integer program (IR level 3) must run on `--target` as the annotated module
+    did; raise LegalityError, before anything is written, when the lowering made
+    something the target cannot run."""
+    from quantir.passes.legality import check, plural
+
+    target = load_target(args.target)
+    report = check(program, target)
+    if not report.legal:
+        counts = ", ".join(f"{count} {kind}" for kind, count in report.counts().items())
+        raise report.error(f"{target.name}: the integer program has "
+                           f"{plural(len(report.diagnostics), 'op')} the target cannot run "
+                           f"({counts}) though the annotated module is legal; the lowering "
+                           "made them (see below): please report it")
+
+
+__all__ = ["add_target_arguments", "add_targets_command", "apply_target", "check_program",
+           "command_targets", "describe_target", "target_rounding"]

@@ -196,3 +196,20 @@ def test_integer_program_keeps_the_float_layers_legalize_chose() -> None:
     simulated = quantir.Session(result.module).run({"input": x})["logits"].argmax(axis=1)
     integer = quantir.Session(program).run({"input": x})["logits"].argmax(axis=1)
     assert np.mean(simulated == integer) >= 0.98
+
+
+def test_quantize_checks_the_integer_program_too() -> None:
+    """`quantir quantize --target T` checks the program it writes as well (IR level 3):
+    lowered with a rounding tflite-int8 lacks, the digits CNN's program is refused."""
+    import argparse
+
+    from quantir.lowering.lower_to_int import lower_to_int
+    from quantir.tools.targets_cli import check_program
+
+    result = quantize_model(CNN, CALIB, QuantConfig.build(precision="a8_w8"))
+    check_program(lower_to_int(result.module, "tflite"), argparse.Namespace(target="tflite-int8"))
+    with pytest.raises(LegalityError) as caught:
+        check_program(lower_to_int(result.module, "single"),
+                      argparse.Namespace(target="tflite-int8"))
+    assert "the integer program has" in caught.value.summary
+    assert all("rounding single" in line for line in caught.value.diagnostics)
