@@ -14,6 +14,13 @@ values, never from the configuration that produced them:
 * every activation (`q.quantize`, `q.precision_change` result) has a signedness;
 * a `q.requant` (integer program) has a rounding mode and converts its input width.
 
+On an integer program (IR level 3) the qi ops are this runtime's implementation of
+the layers (16-bit products split into bytes, tables): what is checked there is every
+requant, every activation's signedness, and the nn ops: data movement on quantized
+tensors, and the layers left computing in float (fallbacks, whose q.quantize is the
+conversion for their integer readers). Precision modes are a property of the
+annotated module; `quantir quantize --target` checks both levels.
+
 Each problem is a `Diagnostic`: the op, the ONNX layers it came from (or the two it
 sits between), its configuration, the target rule it breaks (file:line of the
 target description) and concrete fixes (a configuration line, or `--legalize`).
@@ -203,8 +210,8 @@ class Annotated:
         # In an integer program every integer layer is a qi op and a requant; an nn op
         # left computing a float value is a float fallback, and the quantize after it
         # is the conversion for its integer readers, not the layer's own output.
-        integer_program = any(isinstance(op, q.RequantOp)
-                              for op in self.function.body.block.ops)
+        self.integer_program = integer_program = any(
+            isinstance(op, q.RequantOp) for op in self.function.body.block.ops)
         for op, group in groups.items():
             chain = group[1:]
             last = group[-1]
@@ -395,6 +402,10 @@ class LegalityReport:
     diagnostics: list[Diagnostic]
     changes: list[Change] = field(default_factory=list)
     checked: int = 0
+    integer_program: bool = False
+    """IR level 3: its qi ops are this runtime's implementation of the layers (byte
+    splits and all), so precision modes are checked on the annotated module; here,
+    requants, signedness and the ops left in float."""
 
     @property
     def legal(self) -> bool:
@@ -407,7 +418,9 @@ class LegalityReport:
     def summary(self) -> str:
         name = self.target.name
         if self.legal:
-            return f"{name}: legal ({self.checked} ops checked)"
+            scope = "; an integer program: precision modes are checked on the annotated " \
+                "module" if self.integer_program else ""
+            return f"{name}: legal ({self.checked} ops checked{scope})"
         counts = ", ".join(f"{count} {kind}" for kind, count in self.counts().items())
         return (f"{name}: {plural(len(self.diagnostics), 'op')} cannot run as configured "
                 f"({counts}); fix the lines below or rerun with --legalize")
@@ -418,7 +431,8 @@ class LegalityReport:
 
     def to_json(self) -> dict[str, object]:
         return {"target": self.target.name, "target_file": str(self.target.path),
-                "legal": self.legal, "checked": self.checked, "summary": self.counts(),
+                "legal": self.legal, "checked": self.checked,
+                "integer_program": self.integer_program, "summary": self.counts(),
                 "diagnostics": [d.to_json() for d in self.diagnostics],
                 "changes": [c.to_json() for c in self.changes]}
 
@@ -539,7 +553,8 @@ class _Checker:
                 checked += 1
                 diagnostics.extend(self.requant(op))
         diagnostics.extend(self.signedness())
-        return LegalityReport(self.target, diagnostics, checked=checked)
+        return LegalityReport(self.target, diagnostics, checked=checked,
+                              integer_program=self.annotated.integer_program)
 
     # -- layers ------------------------------------------------------------------------
 

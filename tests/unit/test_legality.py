@@ -191,7 +191,9 @@ def test_integer_program_keeps_the_float_layers_legalize_chose() -> None:
     text = print_module(program)
     assert "qi.layernorm" not in text and text.count("= nn.layer_norm") == 5
     assert "!q.uniform<i16" not in text  # no 16-bit edge tflite-int8 cannot convert
-    assert check(program, tflite).legal
+    verdict = check(program, tflite)
+    assert verdict.legal and verdict.integer_program
+    assert "precision modes are checked on the annotated module" in verdict.summary()
     x = np.load(DATA / "digits_test.npz")["input"][:100]
     simulated = quantir.Session(result.module).run({"input": x})["logits"].argmax(axis=1)
     integer = quantir.Session(program).run({"input": x})["logits"].argmax(axis=1)
