@@ -412,9 +412,6 @@ class LayerOutputs:
                     isinstance(use.operation, func.ReturnOp) for use in output.uses):
                 self.in_float.update(group)
 
-    def same_layer(self, a: Operation, b: Operation) -> bool:
-        return a in self.anchor_of and self.anchor_of.get(a) is self.anchor_of.get(b)
-
     def written_by(self, op: Operation) -> QuantizedType | None:
         """The encoding the layer of `op` writes (None: float, or not a layer)."""
         anchor = self.anchor_of.get(op)
@@ -451,8 +448,7 @@ def quantize_internal_edges(block: Block, layers: LayerOutputs, bits: int = INTE
             if not readers or not is_float(result.type) or found is None:
                 continue
             low, high = found
-            boundary = op in layers.in_float and \
-                not all(layers.same_layer(op, use.operation) for use in readers)
+            boundary = op in layers.in_float  # its readers are integer layers
             if boundary:
                 written = [w for w in (layers.written_by(use.operation) for use in readers)
                            if w is not None]

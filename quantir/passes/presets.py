@@ -151,7 +151,6 @@ def quantize_model(model: str | Path, calibration: Any, config: Any,
     return QuantizationResult(module, config)
 
 
-
 def preset_pipeline(config: Any, calibration: str, *, precision: str | None = None,
                     weights: str | None = None, activations: str | None = None,
                     script: str | None = None, overrides: str | None = None,

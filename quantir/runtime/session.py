@@ -58,7 +58,8 @@ class Session:
         if batch is not None:
             # A module built for batch 1 (an integer program, say) runs a batch of N
             # one sample at a time, as its batch-1 shapes were computed.
-            runs = [self.run({name: array[i:i + 1] for name, array in feeds.items()}, observer)
+            runs = [self.run({name: np.asarray(array)[i:i + 1] for name, array in feeds.items()},
+                             observer)
                     for i in range(batch)]
             return {name: np.concatenate([run[name] for run in runs])
                     for name in self.output_names}
