@@ -52,6 +52,7 @@ from quantir.dialects.q_math import (
 )
 from quantir.errors import QuantirError
 from quantir.ir import array_of, dense_of, is_elided
+from quantir.lowering.byte_split import byte_types, split_bytes, split_table
 from quantir.runtime import reference
 
 ADD_FRACTION_BITS = {8: 20, 16: 13}
@@ -594,8 +595,9 @@ def lower_product(lo: Lowering, op: nn.NNOperation, cls: type[qi.IntegerOperatio
     scaling by `factor`, requantized to `output`.
 
     With 8-bit operands the i32 accumulator cannot overflow. Wider operands (a16_w16,
-    a16_w8) can: each is then split into bytes, (x - zp) = 256 hi + lo, the byte
-    products are computed as separate 8-bit accumulations and requantized to one
+    a16_w8) can: each is then split into bytes (`byte_split`: x - zp = 256 (hi - zh)
+    + (lo - zl), every part 8 bits), the byte products are computed as separate
+    8 x 8-bit accumulations and requantized to one
     common scale fine enough (2^-(30 - out bits) of an output LSB) to add them in 32
     bits. The result differs from the exact product by under 2^-12 LSB before the
     final rounding."""
@@ -625,35 +627,22 @@ def lower_product(lo: Lowering, op: nn.NNOperation, cls: type[qi.IntegerOperatio
 
 
 def byte_terms(lo: Lowering, value: SSAValue) -> list[SSAValue]:
-    """[value] for storage up to 8 bits, else [hi, lo] with value - zp = 256 hi + lo:
-    hi signed (i16 storage, scale 256 s), lo in [0, 255] (u8 storage, scale s)."""
+    """[value] for storage up to 8 bits, else its [hi, lo] bytes (`byte_split`:
+    x - zp = (hi - zh) 256 + (lo - zl), every part 8 bits)."""
     element = tensor_of(value).element_type
     assert isinstance(element, QuantizedType)
     if element.storage_bits <= 8:
         return [value]
-    axis = element.axis if isinstance(element, PerAxisQuantizedType) else None
-
-    def typed(storage: str, factor: int) -> QuantizedType:
-        scales = [s * factor for s in element.scales]
-        if axis is None:
-            return UniformQuantizedType.get(storage, scales[0], 0)
-        return PerAxisQuantizedType.get(storage, scales, None, axis)
-
-    hi_type, lo_type = typed("i16", 256), typed("u8", 1)
-    shape = tensor_of(value).get_shape()
+    hi_type, lo_type = (TensorType(t, tensor_of(value).get_shape())
+                        for t in byte_types(element))
     if isinstance(value.owner, q.ConstantOp):
-        integers = constant_value(value.owner).astype(np.int64)
-        zero = np.asarray(element.zero_points, dtype=np.int64)
-        if axis is not None:
-            zero = zero.reshape([-1 if i == axis else 1 for i in range(len(shape))])
-        centered = integers - zero
-        return [lo.constant(centered >> 8, TensorType(hi_type, shape)),
-                lo.constant(centered & 255, TensorType(lo_type, shape))]
-    if axis is not None:
+        hi, low = split_bytes(constant_value(value.owner))
+        return [lo.constant(hi, hi_type), lo.constant(low, lo_type)]
+    if isinstance(element, PerAxisQuantizedType):
         raise Fallback("a per-channel activation wider than 8 bits has no byte split")
-    centered = np.arange(element.storage_min, element.storage_max + 1) - element.zero_points[0]
-    return [lo.emit(lookup_op(value, hi_type, centered >> 8, lo.name)),
-            lo.emit(lookup_op(value, lo_type, centered & 255, lo.name))]
+    hi, low = split_table(element)
+    return [lo.emit(lookup_op(value, hi_type.element_type, hi, lo.name)),  # type: ignore[arg-type]
+            lo.emit(lookup_op(value, lo_type.element_type, low, lo.name))]  # type: ignore[arg-type]
 
 
 def lookup_op(value: SSAValue, element: QuantizedType, table: np.ndarray,

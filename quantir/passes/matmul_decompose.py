@@ -37,17 +37,12 @@ The op that ends the rewrite takes over the product's SSA name and calibrated ra
 (run the pass before `calibrate` so the new pieces get ranges of their own).
 
 `split-16bit` (integer program). A `qi.matmul` with two 16-bit operands becomes
-four 8-bit `qi.matmul`s. Each 16-bit storage value splits into bytes, x = hi * 256 +
-lo, and so does its zero point, zp = zh * 256 + zl, so that
-
-    x - zp = (hi - zh) * 256 + (lo - zl)
-    hi: i8 storage (u8 for u16), scale 256 s, zero point zh  (`<..>/hi`)
-    lo: u8 storage,              scale s,     zero point zl  (`<..>/lo`)
-
-A computed operand is split by two `qi.lookup`s (65536-entry tables of x >> 8 and
-x & 255, the same for every zero point); a `q.constant` operand, also per channel,
-is split at compile time. Splitting x rather than x - zp keeps every part in 8 bits
-whatever the zero point (x - zp itself needs 17 bits). With A = a - zp_a,
+four 8-bit `qi.matmul`s (`lower-to-int` already splits its own a16 products so;
+this is for a program that still has 16 x 16-bit ones). Each 16-bit storage value splits into bytes as
+`quantir.lowering.byte_split` says, x - zp = (hi - zh) * 256 + (lo - zl) (parts
+`<..>/hi`, `<..>/lo`). A computed operand is split by two `qi.lookup`s (65536-entry
+tables of x >> 8 and x & 255, the same for every zero point); a `q.constant` operand,
+also per channel, is split at compile time. With A = a - zp_a,
 B = b - zp_b and the products P_ab of the parts (`<node>/hi_hi`, `hi_lo`, `lo_hi`,
 `lo_lo`, accumulators of scale 2^16, 2^8, 2^8 and 1 times s_a s_b, the bias added
 to `lo_lo`):
@@ -82,9 +77,10 @@ from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import VerifyException
 
 from quantir.dialects import nn, q, qi
-from quantir.dialects.q import PerAxisQuantizedType, QuantizedType, UniformQuantizedType
+from quantir.dialects.q import PerAxisQuantizedType, QuantizedType
 from quantir.errors import PipelineError
 from quantir.ir import array_of, dense_of, is_elided, shape_of
+from quantir.lowering.byte_split import BYTE, byte_types, split_bytes, split_table
 from quantir.passes.constants import (
     constant_value,
     erase,
@@ -94,9 +90,6 @@ from quantir.passes.constants import (
     report,
     take_over,
 )
-
-BYTE = 8
-"""Bits per part of a split 16-bit value."""
 
 POW2_MULTIPLIER = 1 << 30
 """Q31 multiplier 0.5: with shift e + 1 a requant multiplies by exactly 2^e."""
@@ -553,37 +546,13 @@ def _split_problem(value: SSAValue, element: QuantizedType) -> str | None:
     return None
 
 
-def _byte_types(element: QuantizedType) -> tuple[QuantizedType, QuantizedType]:
-    """The types of hi (scale 256 s, zero point zp >> 8) and lo (s, zp & 255)."""
-    hi_storage = "i8" if element.is_signed else "u8"
-    scales = element.scales
-    zps = element.zero_points
-    hi_scales = [s * (1 << BYTE) for s in scales]
-    hi_zps = [z >> BYTE for z in zps]
-    lo_zps = [z & 0xFF for z in zps]
-    expressed = element.expressed_type
-    if isinstance(element, PerAxisQuantizedType):
-        return (PerAxisQuantizedType.get(hi_storage, hi_scales, hi_zps, element.axis, expressed),
-                PerAxisQuantizedType.get("u8", scales, lo_zps, element.axis, expressed))
-    return (UniformQuantizedType.get(hi_storage, hi_scales[0], hi_zps[0], expressed),
-            UniformQuantizedType.get("u8", scales[0], lo_zps[0], expressed))
-
-
-def split_bytes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """16-bit storage integers as (hi, lo) with values = hi * 256 + lo: hi in the
-    input's signedness (int8 / uint8), lo uint8."""
-    wide = np.asarray(values).astype(np.int64)
-    hi_dtype = np.int8 if np.asarray(values).dtype.kind == "i" else np.uint8
-    return (wide >> BYTE).astype(hi_dtype), (wide & 0xFF).astype(np.uint8)
-
-
 def _split(emit: _Emitter, value: SSAValue, side: str) -> list[_Part]:
     """hi and lo parts of a 16-bit operand (exponents 8 and 0)."""
     type_ = value.type
     assert isinstance(type_, TensorType)
     element = type_.element_type
     assert isinstance(element, QuantizedType)
-    hi_type, lo_type = (TensorType(t, type_.get_shape()) for t in _byte_types(element))
+    hi_type, lo_type = (TensorType(t, type_.get_shape()) for t in byte_types(element))
     owner = value.owner
     base = value.name_hint
     if isinstance(owner, q.ConstantOp):
@@ -591,8 +560,7 @@ def _split(emit: _Emitter, value: SSAValue, side: str) -> list[_Part]:
         values = [q.ConstantOp(dense_of(array), t, f"{owner.node_name}/{tag}")
                   for array, t, tag in ((hi, hi_type, "hi"), (lo, lo_type, "lo"))]
     else:
-        domain = np.arange(element.storage_min, element.storage_max + 1)
-        hi, lo = split_bytes(domain.astype(np.int16 if element.is_signed else np.uint16))
+        hi, lo = split_table(element)
         values = [qi.LookupOp.create(operands=[value], result_types=[t], properties={
             "onnx_name": StringAttr(f"{emit.name}/{side}_{tag}"), "table": dense_of(table)})
                   for table, t, tag in ((hi, hi_type, "hi"), (lo, lo_type, "lo"))]

@@ -28,13 +28,10 @@ from quantir.dialects import nn, q, qi
 from quantir.dialects.q import PerAxisQuantizedType, QuantizedType, UniformQuantizedType
 from quantir.errors import PipelineError
 from quantir.ir import array_of, dense_of
+from quantir.lowering.byte_split import split_bytes
 from quantir.passes import parse_pipeline, pipeline_context
 from quantir.passes.constants import new_constant
-from quantir.passes.matmul_decompose import (
-    MatMulDecomposePass,
-    decompose_matmuls,
-    split_bytes,
-)
+from quantir.passes.matmul_decompose import MatMulDecomposePass, decompose_matmuls
 from quantir.passes.qconfig import QuantirWarning
 from quantir.runtime import reference
 from quantir.runtime.executor import main_function
@@ -598,8 +595,7 @@ def test_eight_bit_and_disabled_split_are_left_alone() -> None:
 
 
 def vit_integer_program(weights: str) -> ModuleOp:
-    """The tiny ViT at a16_w16, lowered: lower-to-int splits its wide products into
-    bytes of (x - zp), leaving i16 x i16 high-byte products for this pass."""
+    """The tiny ViT at a16_w16, lowered."""
     from quantir.passes.qconfig import QuantConfig
 
     calibration = np.load(DATA / "digits_calib.npz")["input"][:8]
@@ -615,21 +611,17 @@ def vit_integer_program(weights: str) -> ModuleOp:
 
 def sixteen_bit_products(module: ModuleOp) -> list[Operation]:
     return [op for op in ops_of(module, qi.MatMulOp)
-            if all(element_of(v).storage_bits == 16 for v in op.operands[:2])]
+            if any(element_of(v).storage_bits == 16 for v in op.operands[:2])]
 
 
 @pytest.mark.parametrize("weights", [
     "per_tensor", "per_channel"])
-def test_tiny_vit_integer_program_stays_bit_exact(weights: str) -> None:
-    original = vit_integer_program(weights)
-    module = original.clone()
-    assert sixteen_bit_products(module)
+def test_tiny_vit_integer_program_has_no_sixteen_bit_products(weights: str) -> None:
+    """lower-to-int splits a16 products into bytes as this pass does (`byte_split`),
+    so every qi.matmul of the a16_w16 program is 8 x 8-bit and split-16bit leaves the
+    program as it is."""
+    module = vit_integer_program(weights)
+    assert ops_of(module, qi.MatMulOp) and not sixteen_bit_products(module)
+    before = quantir.print_module(module)
     assert run_pass(module) == []
-    assert not sixteen_bit_products(module)
-    before, after = quantir.Session(original), quantir.Session(module)
-    images = np.load(DATA / "digits_test.npz")["input"][:8]
-    for i in range(len(images)):
-        feed = {"input": images[i:i + 1]}
-        expected, actual = before.run(feed), after.run(feed)
-        for name, want in expected.items():
-            np.testing.assert_array_equal(actual[name], want)
+    assert quantir.print_module(module) == before

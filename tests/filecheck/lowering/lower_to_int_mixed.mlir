@@ -14,12 +14,12 @@ func.func @main(%x: tensor<1x2x4x4xf32> {quantir.name = "x", quantir.range = arr
 }
 
 // A 16 x 16-bit conv cannot accumulate in 32 bits: x and w are split into bytes,
-// (x - zp) = 256 hi + lo (hi signed, lo unsigned), four 8-bit products are requantized
+// x - zp = 256 (hi - zh) + (lo - zl) (hi i8, lo u8), four 8-bit products are requantized
 // to a common scale 2^-14 of the output LSB and added, with the bias, in 32 bits.
 // A16:      %0 = q.quantize %x {{.*}} -> tensor<1x2x4x4x!q.uniform<i16:f32, 3.0518043793392844e-05:0>>
-// A16-NEXT: %1 = qi.lookup %0 {onnx_name = "conv", table = {{.*}} : tensor<65536xi16>} : {{.*}} -> tensor<1x2x4x4x!q.uniform<i16:f32, 0.007812619211108568:0>>
+// A16-NEXT: %1 = qi.lookup %0 {onnx_name = "conv", table = {{.*}} : tensor<65536xi8>} : {{.*}} -> tensor<1x2x4x4x!q.uniform<i8:f32, 0.007812619211108568:0>>
 // A16-NEXT: %2 = qi.lookup %0 {onnx_name = "conv", table = {{.*}} : tensor<65536xui8>} : {{.*}} -> tensor<1x2x4x4x!q.uniform<u8:f32, 3.0518043793392844e-05:0>>
-// A16-NEXT: %3 = q.constant dense<[{{\[\[\[}}127]], {{\[\[}}-64]]], {{\[\[\[}}64]], {{\[\[}}127]]], {{\[\[\[}}-128]], {{\[\[}}64]]]]> : tensor<3x2x1x1xi16>
+// A16-NEXT: %3 = q.constant dense<[{{\[\[\[}}127]], {{\[\[}}-64]]], {{\[\[\[}}64]], {{\[\[}}127]]], {{\[\[\[}}-128]], {{\[\[}}64]]]]> : tensor<3x2x1x1xi8>
 // A16-NEXT: %4 = q.constant dense<[{{\[\[\[}}255]], {{\[\[}}0]]], {{\[\[\[}}0]], {{\[\[}}255]]], {{\[\[\[}}1]], {{\[\[}}0]]]]> : tensor<3x2x1x1xui8>
 // A16-COUNT-4: qi.conv2d
 // A16:      %13 = q.constant dense<{{\[\[\[}}35790849]], {{\[\[}}-71581697]], {{\[\[}}107372548]]]> : tensor<3x1x1xi32> {onnx_name = "conv"} : tensor<3x1x1x!q.uniform<i32:f32, 2.7940103570611124e-09:0>>
