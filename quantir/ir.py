@@ -6,6 +6,8 @@ without copying, and `dense_of` wraps an array's bytes without a Python list.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from io import StringIO
@@ -224,3 +226,18 @@ def _first_line(message: str) -> str:
             return line
     return lines[-1] if lines else message
 
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `path` whole or not at all: a temporary file beside it, then a rename.
+    The directory must exist; OSError (unwritable, missing) propagates."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

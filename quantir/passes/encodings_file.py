@@ -54,8 +54,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -72,6 +70,7 @@ from quantir.dialects.q import (
 )
 from quantir.dialects.q_math import MIN_RANGE, Encoding, encoding_from_range
 from quantir.errors import QuantirError
+from quantir.ir import write_atomically
 from quantir.passes.qconfig import QuantirWarning
 
 AIMET_VERSION = "0.6.1"
@@ -530,23 +529,9 @@ def write_encodings(path: str | Path, activation: Mapping[str, EncodingsValue],
     }
     parse_overrides(json.loads(json.dumps(document)), str(path))
     text = json.dumps(document, indent=4) + "\n"
-    target = Path(path)
     try:
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
-                                             suffix=".tmp")
+        write_atomically(Path(path), text)
     except OSError as error:
         raise QuantirError(f"{path}: cannot write the encodings file "
                            f"({error.strerror or error}); check that the directory exists "
                            f"and is writable") from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise QuantirError(f"{path}: cannot write the encodings file "
-                               f"({error.strerror or error}); check the path") from None
-        raise

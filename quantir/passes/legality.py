@@ -35,10 +35,8 @@ else from the `reason` of the precision changes in the module.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -54,6 +52,7 @@ from xdsl.passes import ModulePass
 
 from quantir.dialects import nn, q
 from quantir.errors import LegalityError, PipelineError
+from quantir.ir import write_atomically
 from quantir.passes.quantize import PASSTHROUGH, _constant_role, layer_groups, op_kind
 from quantir.runtime.executor import main_function
 from quantir.targets import DEFAULT_TARGET, Mode, OpRule, Target, load_target
@@ -449,14 +448,7 @@ def write_report(path: str, report: LegalityReport) -> None:
         return
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(target, text)
 
 
 # --------------------------------------------------------------------------------------

@@ -12,9 +12,7 @@ line on stderr (`--debug` for the traceback).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from io import StringIO
 from pathlib import Path
@@ -125,7 +123,11 @@ def _opt_main_class() -> type:
         def run(self) -> None:
             super().run()
             if self.args.output_file is not None:
-                write_atomically(Path(self.args.output_file), self.captured.getvalue())
+                from quantir.ir import write_atomically
+
+                output = Path(self.args.output_file)
+                output.parent.mkdir(parents=True, exist_ok=True)
+                write_atomically(output, self.captured.getvalue())
 
     return QuantirOptMain
 
@@ -135,18 +137,6 @@ class _KeptStringIO(StringIO):
 
     def close(self) -> None:
         pass
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,15 +13,14 @@ from collections.abc import Sequence
 from fractions import Fraction
 
 import numpy as np
-import onnxruntime
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto, helper
 
 from quantir.dialects.nn import window_output_size
 from quantir.dialects.q import MAX_SHIFT
 from quantir.runtime import reference as ref
+from tests.unit.test_float_kernels import run_onnx as run_onnx_node
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 RNG_SEED = 1234
@@ -435,22 +434,7 @@ def test_lookup() -> None:
 def run_onnx(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, object],
              opset: int = 19) -> np.ndarray:
     """One ONNX node in onnxruntime; None inputs are left empty."""
-    names = ["" if a is None else f"in{i}" for i, a in enumerate(inputs)]
-    types = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64}
-    node = helper.make_node(op_type, names, ["out"], **attrs)
-    graph = helper.make_graph(
-        [node], "single",
-        [helper.make_tensor_value_info(n, types[a.dtype], a.shape)
-         for n, a in zip(names, inputs, strict=True) if a is not None],
-        [helper.make_empty_tensor_value_info("out")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 9
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = onnxruntime.InferenceSession(model.SerializeToString(), options,
-                                           providers=["CPUExecutionProvider"])
-    feed = {n: a for n, a in zip(names, inputs, strict=True) if a is not None}
-    return session.run(None, feed)[0]
+    return run_onnx_node(op_type, inputs, attrs, opset=opset)[0]
 
 
 # --------------------------------------------------------------------------------------
